@@ -1,0 +1,175 @@
+"""Settings, read once from the environment and validated up front.
+
+An invalid value stops start-up with a one-line error naming the variable
+(``ConfigError``), rather than surfacing later as a confusing runtime fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m)\s*$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _default_server_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``rate`` messages a second on average, ``burst`` at once."""
+
+    rate: float
+    burst: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 9000
+    server_id: str = field(default_factory=_default_server_id)
+    max_message_bytes: int = 65536
+    send_queue_size: int = 1024
+    send_queue_bytes: int = 4 * 1024 * 1024
+    rate_limit: RateLimit = RateLimit(rate=100.0, burst=200.0)
+    presence_ttl: float = 15.0
+    admin_token: str | None = None
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    max_connections: int = 0
+    allowed_origins: tuple[str, ...] = ()
+    shutdown_timeout: float = 5.0
+    heartbeat_interval: float = 10.0
+    handshake_timeout: float = 10.0
+
+    def with_changes(self, **changes: object) -> Settings:
+        """A copy with some fields replaced; tests build their servers this way."""
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass kwargs
+
+
+def parse_duration(variable: str, text: str) -> float:
+    """Seconds from ``15``, ``15s``, ``500ms`` or ``2m``."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(variable, f"expected a duration like 15s or 500ms, got {text!r}")
+    value = float(match.group(1))
+    unit = match.group(2) or "s"
+    seconds = value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
+    if seconds <= 0:
+        raise ConfigError(variable, "must be greater than zero")
+    return seconds
+
+
+def parse_rate_limit(variable: str, text: str, burst_text: str | None) -> RateLimit:
+    """``100/s`` (burst twice the rate unless RATE_BURST says), or ``off``."""
+    if text.strip().lower() in ("off", "0", "none"):
+        return RateLimit(rate=0.0, burst=0.0)
+    match = _RATE.match(text)
+    if match is None:
+        raise ConfigError(variable, f"expected a rate like 100/s or 600/m, or off; got {text!r}")
+    rate = float(match.group(1)) / (60.0 if match.group(2) == "m" else 1.0)
+    if rate <= 0:
+        raise ConfigError(variable, "must be greater than zero (or 'off')")
+    burst = 2 * rate
+    if burst_text is not None:
+        burst = float(_parse_int("RATE_BURST", burst_text, minimum=1))
+    return RateLimit(rate=rate, burst=max(burst, 1.0))
+
+
+def _parse_int(variable: str, text: str, *, minimum: int, maximum: int | None = None) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(variable, f"expected a whole number, got {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(variable, f"must be {bound}, got {value}")
+    return value
+
+
+def _parse_redis_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL", f"expected redis://host:port/db, got {text!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError("REDIS_URL", f"no host in {text!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError("REDIS_URL", f"bad port in {text!r}") from None
+    return text
+
+
+def _parse_server_id(text: str) -> str:
+    if not 1 <= len(text) <= 100 or any(c.isspace() or not c.isprintable() for c in text):
+        raise ConfigError("SERVER_ID", "must be 1 to 100 printable characters without spaces")
+    return text
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from environment variables; unset ones keep their defaults."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return None if value is None or value.strip() == "" else value
+
+    changes: dict[str, object] = {}
+    if (value := get("REDIS_URL")) is not None:
+        changes["redis_url"] = _parse_redis_url(value.strip())
+    if (value := get("HOST")) is not None:
+        changes["host"] = value.strip()
+    if (value := get("PORT")) is not None:
+        changes["port"] = _parse_int("PORT", value, minimum=0, maximum=65535)
+    if (value := get("SERVER_ID")) is not None:
+        changes["server_id"] = _parse_server_id(value.strip())
+    if (value := get("MAX_MESSAGE_BYTES")) is not None:
+        changes["max_message_bytes"] = _parse_int("MAX_MESSAGE_BYTES", value, minimum=64)
+    if (value := get("SEND_QUEUE_SIZE")) is not None:
+        changes["send_queue_size"] = _parse_int("SEND_QUEUE_SIZE", value, minimum=1)
+    if (value := get("SEND_QUEUE_BYTES")) is not None:
+        changes["send_queue_bytes"] = _parse_int("SEND_QUEUE_BYTES", value, minimum=1024)
+    burst = get("RATE_BURST")
+    if (value := get("RATE_LIMIT")) is not None or burst is not None:
+        changes["rate_limit"] = parse_rate_limit("RATE_LIMIT", value or "100/s", burst)
+    if (value := get("PRESENCE_TTL")) is not None:
+        changes["presence_ttl"] = parse_duration("PRESENCE_TTL", value)
+    if (value := get("ADMIN_TOKEN")) is not None:
+        changes["admin_token"] = value.strip()
+    if (value := get("LOG_LEVEL")) is not None:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError("LOG_LEVEL", f"expected one of {', '.join(_LOG_LEVELS)}")
+        changes["log_level"] = level
+    if (value := get("LOG_FORMAT")) is not None:
+        fmt = value.strip().lower()
+        if fmt not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT", "expected text or json")
+        changes["log_format"] = fmt
+    if (value := get("MAX_CONNECTIONS")) is not None:
+        changes["max_connections"] = _parse_int("MAX_CONNECTIONS", value, minimum=0)
+    if (value := get("ALLOWED_ORIGINS")) is not None:
+        changes["allowed_origins"] = tuple(o.strip() for o in value.split(",") if o.strip())
+    if (value := get("SHUTDOWN_TIMEOUT")) is not None:
+        changes["shutdown_timeout"] = parse_duration("SHUTDOWN_TIMEOUT", value)
+    if (value := get("HEARTBEAT_INTERVAL")) is not None:
+        changes["heartbeat_interval"] = parse_duration("HEARTBEAT_INTERVAL", value)
+    if (value := get("HANDSHAKE_TIMEOUT")) is not None:
+        changes["handshake_timeout"] = parse_duration("HANDSHAKE_TIMEOUT", value)
+    return Settings().with_changes(**changes)

@@ -1,0 +1,186 @@
+"""One websocket connection: a reader task and a writer task in one nursery.
+
+Rules:
+- the writer is the only task that sends data frames; everything for the client
+  (broker traffic, replies, errors) goes through the connection's bounded queue;
+- ``offer`` never blocks: a queue over ``SEND_QUEUE_SIZE`` messages or
+  ``SEND_QUEUE_BYTES`` closes this connection with 1013 and drops what it held;
+- with the ndjson subprotocol the writer sends everything already queued as one
+  frame (never waiting to fill it), otherwise one envelope per frame;
+- an error answers the offending client only; the connection stays open, except
+  for the close codes of PROTOCOL.md section 5.
+
+The ASGI websocket events are used directly (no Quart websocket object on the
+hot path): ``receive``/``send`` are the server's callables.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import messages
+from .config import Settings
+from .errors import ProtocolError, RateLimited, UnsupportedFrame
+from .session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("wsproto_trio.connection")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+_MAX_BATCH_CHARS = 256 * 1024
+
+
+class Connection:
+    def __init__(self, settings: Settings, hub: Hub, *, batched: bool) -> None:
+        self.user_id = str(uuid.uuid4())
+        self.settings = settings
+        self.hub = hub
+        self.batched = batched
+        self.session = Session(self.user_id, settings.server_id)
+        self.limiter = RateLimiter(settings.rate_limit, trio.current_time())
+        self._out, self._queue = trio.open_memory_channel[str](settings.send_queue_size)
+        self.queued_chars = 0
+        self.close_code: int | None = None
+        self._cancel = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.user_id}>"
+
+    def offer(self, payload: str) -> None:
+        """Queue ``payload`` for the writer without blocking; overflow closes 1013."""
+        if self.close_code is not None:
+            return
+        size = len(payload)
+        if self.queued_chars + size > self.settings.send_queue_bytes:
+            self._overflow()
+            return
+        try:
+            self._out.send_nowait(payload)
+        except trio.WouldBlock:
+            self._overflow()
+            return
+        self.queued_chars += size
+
+    def _overflow(self) -> None:
+        log.warning("slow consumer %s: queue full, closing with 1013", self.user_id)
+        self.hub.metrics.slow_consumer_closes.inc()
+        self.hub.metrics.dropped.inc()
+        self.close(CLOSE_TRY_AGAIN)
+
+    def close(self, code: int) -> None:
+        """Stop this connection's tasks; the handler then closes the socket with ``code``."""
+        if self.close_code is None:
+            self.close_code = code
+        self._cancel.cancel()
+
+    def error(self, exc: ProtocolError) -> None:
+        self.hub.metrics.errors.labels(exc.code).inc()
+        self.offer(messages.error(exc.code, exc.detail))
+
+    # -- tasks -------------------------------------------------------------------
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        """Serve an accepted websocket until the client leaves or we close it."""
+        client_gone = False
+        with self._cancel:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, send)
+                async with self.hub.connected(self):
+                    client_gone = await self._read(receive)
+                nursery.cancel_scope.cancel()
+        if not client_gone and self.close_code is not None:
+            with trio.move_on_after(1.0) as scope:
+                scope.shield = True
+                await send({"type": "websocket.close", "code": self.close_code})
+
+    async def _write(self, send: Send) -> None:
+        queue = self._queue
+        async with queue:
+            while True:
+                text = await queue.receive()
+                size = len(text)
+                if self.batched:
+                    parts = [text]
+                    while size < _MAX_BATCH_CHARS:
+                        try:
+                            more = queue.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        parts.append(more)
+                        size += len(more)
+                    if len(parts) > 1:
+                        text = "\n".join(parts)
+                self.queued_chars -= size
+                await send({"type": "websocket.send", "text": text})
+
+    async def _read(self, receive: Receive) -> bool:
+        """Handle inbound frames; True when the client went away by itself."""
+        limit = self.settings.max_message_bytes
+        while True:
+            event = await receive()
+            kind = event["type"]
+            if kind == "websocket.disconnect":
+                return True
+            if kind != "websocket.receive":
+                continue
+            text = event.get("text")
+            if text is None:
+                data = event.get("bytes") or b""
+                if len(data) > limit:
+                    self.close(CLOSE_TOO_BIG)
+                    return False
+                self.error(UnsupportedFrame("binary frames are not supported; send JSON text"))
+                continue
+            if len(text) > limit // 4 and len(text.encode("utf-8", "surrogatepass")) > limit:
+                log.info("client %s sent a frame over %d bytes; closing 1009", self.user_id, limit)
+                self.close(CLOSE_TOO_BIG)
+                return False
+            for part in messages.split_frame(text, self.batched):
+                await self._handle(part)
+
+    async def _handle(self, text: str) -> None:
+        verdict = self.limiter.check(trio.current_time())
+        if verdict is not Verdict.ALLOW:
+            if verdict is Verdict.ABUSIVE:
+                log.warning("client %s keeps exceeding the rate limit; closing 1008", self.user_id)
+                self.close(CLOSE_POLICY)
+                await trio.lowlevel.checkpoint()
+                return
+            self.error(RateLimited("rate limit exceeded; message dropped"))
+            return
+        try:
+            inbound = messages.decode(text)
+            log.info("message from %s: %r", self.user_id, inbound)
+            action = self.session.handle(inbound)
+            match action:
+                case Publish(channel, payload):
+                    self.hub.metrics.messages_in.labels(out_channel_in(channel)).inc()
+                    await self.hub.publish(channel, payload)
+                case Join(room):
+                    self.hub.metrics.messages_in.labels("chat-room").inc()
+                    await self.hub.join(self, room)
+                case Leave(room):
+                    self.hub.metrics.messages_in.labels("chat-room").inc()
+                    await self.hub.leave(self, room)
+                case Reply(payload):
+                    self.hub.metrics.messages_in.labels("session").inc()
+                    self.offer(payload)
+        except ProtocolError as exc:
+            self.error(exc)
+
+
+def out_channel_in(broker_channel: str) -> str:
+    return "chat-room" if broker_channel.startswith(messages.ROOM_PREFIX) else broker_channel

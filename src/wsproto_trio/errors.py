@@ -1,0 +1,77 @@
+"""The one exception hierarchy of the project.
+
+Protocol errors carry the wire code that PROTOCOL.md section 5 assigns them, so
+the connection can turn any of them into an ``Error`` envelope without a table
+lookup. Broker errors are what every broker raises, whatever the backend: the
+Redis broker translates redis-py's exceptions into these in one place.
+"""
+
+from __future__ import annotations
+
+
+class WsprotoTrioError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(WsprotoTrioError):
+    """A setting is invalid; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class ProtocolError(WsprotoTrioError):
+    """A client message was refused; ``code`` is the wire code."""
+
+    code = "invalid_message"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidJson(ProtocolError):
+    code = "invalid_json"
+
+
+class InvalidMessage(ProtocolError):
+    code = "invalid_message"
+
+
+class UnknownChannel(ProtocolError):
+    code = "unknown_channel"
+
+
+class UnknownType(ProtocolError):
+    code = "unknown_type"
+
+
+class InvalidRoom(ProtocolError):
+    code = "invalid_room"
+
+
+class NotJoined(ProtocolError):
+    code = "not_joined"
+
+
+class AlreadyJoined(ProtocolError):
+    code = "already_joined"
+
+
+class UnsupportedFrame(ProtocolError):
+    code = "unsupported_frame"
+
+
+class RateLimited(ProtocolError):
+    code = "rate_limited"
+
+
+class Unavailable(ProtocolError):
+    """The broker could not take the message; it was not delivered."""
+
+    code = "unavailable"
+
+
+class BrokerUnavailable(WsprotoTrioError):
+    """The broker is unreachable right now; the operation did not happen."""
