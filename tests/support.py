@@ -57,8 +57,9 @@ class RedisProcess:
         deadline = time.monotonic() + DEADLINE
         while True:
             try:
-                if self.client().ping():
-                    return
+                with self.client() as client:
+                    if client.ping():
+                        return
             except redis.exceptions.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError("redis-server did not start") from None

@@ -211,6 +211,9 @@ class RedisBroker:
                 self._pubsub = None
                 if pubsub is not None:
                     pubsub.close()
+                if self._pubsub_client is not None:
+                    self._pubsub_client.close()
+                    self._pubsub_client = None
             if not started:
                 task_status.started()
                 started = True
@@ -222,12 +225,17 @@ class RedisBroker:
         client = self._new_client(retry=Retry(NoBackoff(), 0, supported_errors=()))
         # Keep the client alive with the pub/sub: collecting a Redis client
         # closes its connection pool, and with it this connection.
-        self._pubsub_client = client
         pubsub: redis.client.PubSub = client.pubsub()  # type: ignore[no-untyped-call]
-        if channels:
-            pubsub.subscribe(*channels)
-        else:
-            pubsub.ping()
+        try:
+            if channels:
+                pubsub.subscribe(*channels)
+            else:
+                pubsub.ping()
+        except BaseException:
+            pubsub.close()
+            client.close()
+            raise
+        self._pubsub_client = client
         return pubsub
 
     def _on_connected(self, pubsub: redis.client.PubSub, channels: list[str]) -> None:
