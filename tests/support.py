@@ -279,3 +279,39 @@ async def open_client(url: str, batched: bool = False) -> AsyncIterator[Client]:
         client = Client(ws)
         await client.hello()
         yield client
+
+
+@asynccontextmanager
+async def open_splitting_proxy(upstream_port: int) -> AsyncIterator[int]:
+    """A TCP proxy to Redis that delivers everything Redis sends in two pieces.
+
+    Each chunk from Redis is cut in half and the halves are written separately
+    with a checkpoint between, so the server sees messages arrive half at a
+    time: what made redis-py's ``get_message(timeout=0)`` raise ``TimeoutError``.
+    """
+
+    async def pipe(source: trio.SocketStream, sink: trio.SocketStream, split: bool) -> None:
+        try:
+            while chunk := await source.receive_some(65536):
+                if split and len(chunk) > 1:
+                    middle = len(chunk) // 2
+                    await sink.send_all(chunk[:middle])
+                    await trio.sleep(0.002)
+                    await sink.send_all(chunk[middle:])
+                else:
+                    await sink.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await sink.aclose()
+
+    async def handle(client: trio.SocketStream) -> None:
+        upstream = await trio.open_tcp_stream("127.0.0.1", upstream_port)
+        async with client, upstream, trio.open_nursery() as nursery:
+            nursery.start_soon(pipe, client, upstream, False)
+            nursery.start_soon(pipe, upstream, client, True)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
