@@ -83,6 +83,7 @@ async def test_oversized_frame_closes_1009_and_others_are_untouched() -> None:
             await client.ws.send_message("x" * 2000)
             with pytest.raises(ConnectionClosed) as closed:
                 await client.receive()
+            assert closed.value.reason is not None
             assert closed.value.reason.code == 1009
         await bystander.send("chat", "SubmitMessage", "fine")
         assert (await bystander.expect("NewMessageReceived"))["content"] == "fine"
@@ -108,6 +109,7 @@ async def test_rate_limit_drops_then_closes_abusers_with_1008() -> None:
                 await client.ws.send_message(frames[0])
                 if (await client.expect("Error"))["code"] != "rate_limited":
                     break
+        assert closed.value.reason is not None
         assert closed.value.reason.code == 1008
 
 
