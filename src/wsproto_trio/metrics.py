@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -21,7 +21,7 @@ class _Live(Collector):
     def __init__(self, read: Callable[[], dict[str, float]]) -> None:
         self._read = read
 
-    def collect(self) -> list[GaugeMetricFamily]:
+    def collect(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
         values = self._read()
         docs = {
             "wsproto_connections": "Open websocket connections on this server",
@@ -30,7 +30,19 @@ class _Live(Collector):
             "wsproto_broker_up": "1 when the broker is reachable, else 0",
             "wsproto_broker_reconnects_total": "Times the broker connection was re-established",
         }
-        return [GaugeMetricFamily(name, doc, value=values[name]) for name, doc in docs.items()]
+        families: list[GaugeMetricFamily | CounterMetricFamily] = [
+            GaugeMetricFamily(name, doc, value=values[name])
+            for name, doc in docs.items()
+            if not name.endswith("_total")
+        ]
+        families.append(
+            CounterMetricFamily(
+                "wsproto_broker_reconnects",
+                docs["wsproto_broker_reconnects_total"],
+                value=values["wsproto_broker_reconnects_total"],
+            )
+        )
+        return families
 
 
 class Metrics:

@@ -119,7 +119,13 @@ class RedisBroker:
         return BrokerStatus(self._connected, ready, self._reason, self._reconnects)
 
     def _unconfirmed(self) -> bool:
-        return any(self._pending.get(channel, 0) for channel in self._wanted)
+        # Room channels come and go with members; a room being subscribed is
+        # not a reason to take the whole server out of the load balancer.
+        return any(
+            self._pending.get(channel, 0)
+            for channel in self._wanted
+            if not channel.startswith(messages.ROOM_PREFIX)
+        )
 
     # -- tasks ----------------------------------------------------------------
 
