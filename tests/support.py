@@ -123,7 +123,7 @@ async def open_server(
     """One server on a free port in this trio run, stopped gracefully on exit."""
     app = create_app(settings, broker)
     config = hypercorn_config(settings)
-    config.errorlog = None
+    config.errorlog = "-"
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
@@ -265,8 +265,13 @@ class Client:
         return users
 
     async def hello(self) -> str:
+        """Learn our id; broadcast traffic that overtakes the answer is kept, in order."""
         await self.send("session", "Hello")
-        self.user = (await self.expect("Welcome"))["user"]
+        earlier: list[dict[str, Any]] = []
+        while (envelope := await self.receive())["message"]["type"] != "Welcome":
+            earlier.append(envelope)
+        self.pending[:0] = earlier
+        self.user = envelope["message"]["contents"]["user"]
         return self.user
 
 

@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.routing import PathConverter
 
 from . import messages
 from .broker import Broker
@@ -145,6 +146,13 @@ async def _reject(scope: dict[str, Any], send: Send, status: int, reason: str) -
         await send({"type": "websocket.close", "code": 1013})
 
 
+class RoomConverter(PathConverter):
+    """Like ``path``, but a room may also start with '/'."""
+
+    regex = ".+?"
+    part_isolating = False
+
+
 def _json(body: object, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
 
@@ -153,6 +161,10 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     """Build one server. ``broker`` defaults to what ``settings.redis_url`` asks for."""
     settings = settings if settings is not None else Settings()
     app = Server(__name__)
+    # Room names may hold any printable character, '/' included, even first:
+    # match the whole remainder and keep '//' as it is.
+    app.url_map.converters["room"] = RoomConverter
+    app.url_map.merge_slashes = False
     app.settings = settings
     app.hub = Hub(settings.server_id, broker if broker is not None else make_broker(settings))
     hub = app.hub
@@ -234,9 +246,11 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     @app.post("/api/publish")
     @admin
     async def api_publish() -> Response:
-        raw = await request.get_data(as_text=True)
-        if not isinstance(raw, str):
-            raw = raw.decode("utf-8", "replace")
+        data = await request.get_data(as_text=False)
+        try:
+            raw = data.decode("utf-8") if isinstance(data, bytes) else data
+        except UnicodeDecodeError:
+            return _json({"error": "body must be UTF-8 JSON"}, 400)
         try:
             channel, payload = _publication(raw)
         except ValueError as exc:
@@ -257,7 +271,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
         rooms = [{"room": room, "members": n} for room, n in sorted(counts.items())]
         return _json({"rooms": rooms})
 
-    @app.get("/api/rooms/<path:room>/members")
+    @app.get("/api/rooms/<room:room>/members")
     @admin
     async def api_members(room: str) -> Response:
         try:

@@ -73,6 +73,8 @@ def parse_duration(variable: str, text: str) -> float:
     seconds = value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
     if seconds <= 0:
         raise ConfigError(variable, "must be greater than zero")
+    if not seconds < 10**9:
+        raise ConfigError(variable, f"{text!r} is too long a duration")
     return seconds
 
 
@@ -84,11 +86,13 @@ def parse_rate_limit(variable: str, text: str, burst_text: str | None) -> RateLi
     if match is None:
         raise ConfigError(variable, f"expected a rate like 100/s or 600/m, or off; got {text!r}")
     rate = float(match.group(1)) / (60.0 if match.group(2) == "m" else 1.0)
+    if not rate < 10**9:
+        raise ConfigError(variable, f"{text!r} is too high a rate")
     if rate <= 0:
         raise ConfigError(variable, "must be greater than zero (or 'off')")
     burst = 2 * rate
     if burst_text is not None:
-        burst = float(_parse_int("RATE_BURST", burst_text, minimum=1))
+        burst = float(_parse_int("RATE_BURST", burst_text, minimum=1, maximum=10**9))
     return RateLimit(rate=rate, burst=max(burst, 1.0))
 
 

@@ -32,7 +32,14 @@ NDJSON_SUBPROTOCOL = "wsproto-trio.ndjson"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_decode = json.JSONDecoder().decode
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN and Infinity are Python extensions, not JSON: refused like any bad token.
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 

@@ -40,6 +40,7 @@ class MemoryBroker:
         self.server_id = server_id
         self.network = network if network is not None else MemoryNetwork()
         self._server: Server | None = None
+        self._deregistered = False
 
     async def serve(
         self, server: Server, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -107,11 +108,12 @@ class MemoryBroker:
         return {
             broker.server_id: broker._server.connection_count
             for broker in self.network.brokers
-            if broker._server is not None
+            if broker._server is not None and not broker._deregistered
         }
 
     async def deregister(self) -> None:
         await trio.lowlevel.checkpoint()
+        self._deregistered = True
         announce(self.network, self.network.presence.reap(self.server_id))
 
 

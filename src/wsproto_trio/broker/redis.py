@@ -99,6 +99,7 @@ class RedisBroker:
         self._wake_presence = trio.Event()
         self._reason: str | None = "connecting"
         self._reconnects = 0
+        self._deregistered = False  # after a clean exit's deregister, stop renewing
         self.on_reap: Callable[[list[tuple[str, str, str]]], None] | None = None
 
     def _new_client(self, retry: Retry) -> redis.Redis:
@@ -337,7 +338,7 @@ class RedisBroker:
         ttl_ms = max(1, math.ceil(self.presence_ttl * 1000))
         while True:
             self._wake_presence = trio.Event()
-            if self._connected and self._server is not None:
+            if self._connected and self._server is not None and not self._deregistered:
                 try:
                     existed = await self._call(
                         "EVAL", lua.RENEW, 2, self._key("servers"),
@@ -436,5 +437,6 @@ class RedisBroker:
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def deregister(self) -> None:
+        self._deregistered = True
         await self._call("EVAL", lua.REAP, 1, self._key("servers"), self.prefix, self.server_id)
         self._registered = False
