@@ -1,0 +1,221 @@
+"""Benchmark wsproto_trio against two ceilings: one command, its own Redis, a table and JSON.
+
+    .venv/bin/python bench/run.py --scenarios broadcast,rooms,idle,ping \
+        --targets ours,ours-batched,ceiling-asgi,ceiling-websockets \
+        --clients 200 --duration 10 --repeat 3 [--sweep] --out bench/results
+
+Targets run interleaved within each repetition (forward order, then reversed, ...) so that
+drift in a noisy machine's background load spreads over all of them; the table shows medians.
+See bench/README.md for what every number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import procs, report  # noqa: E402
+from bench.scenarios import Options, run_one, sweep_one  # noqa: E402
+
+SCENARIOS = ("broadcast", "rooms", "idle", "ping")
+DEFAULT_TARGETS = ("ours", "ours-batched", "ceiling-asgi", "ceiling-websockets")
+SWEEPABLE = ("broadcast", "rooms", "ping")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument(
+        "--targets", default=",".join(DEFAULT_TARGETS), help=f"of {sorted(procs.TARGETS)}"
+    )
+    p.add_argument(
+        "--clients", type=int, default=200, help="websocket clients, split across 2 servers"
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of offered load per run")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions; the table shows medians")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--loadgen-procs", type=int, default=2, help="load generator processes")
+    p.add_argument("--senders", type=int, default=4, help="broadcast: clients that publish")
+    p.add_argument("--rooms", type=int, default=500, help="rooms: rooms of 4 members each")
+    p.add_argument("--idle-per-server", type=int, default=5000, help="idle: connections per server")
+    p.add_argument(
+        "--inflight", type=int, help="closed loop: messages outstanding (default per scenario)"
+    )
+    p.add_argument(
+        "--rate", type=float, help="open loop: offered messages/s instead of closed loop"
+    )
+    p.add_argument("--ping-streams", type=int, default=4, help="ping: GET streams per server")
+    p.add_argument("--pad", type=int, default=64, help="extra bytes of text per message")
+    p.add_argument("--sweep", action="store_true", help="also sweep offered rate per target")
+    p.add_argument("--sweep-start", type=float, default=5000, help="first offered deliveries/s")
+    p.add_argument("--sweep-factor", type=float, default=1.5)
+    p.add_argument("--sweep-max", type=float, default=300000)
+    p.add_argument("--sweep-fails", type=int, default=2, help="stop after N failing points")
+    p.add_argument("--p99-limit", type=float, default=100.0, help="ms; saturation criterion")
+    return p.parse_args(argv)
+
+
+def order_for(rep: int, targets: list[str]) -> list[str]:
+    """Forward on even repetitions, reversed on odd ones: ABCD DCBA ABCD."""
+    return targets if rep % 2 == 0 else targets[::-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    targets = [t for t in args.targets.split(",") if t]
+    for name in scenarios:
+        if name not in SCENARIOS:
+            sys.exit(f"unknown scenario {name!r}; choose from {SCENARIOS}")
+    for name in targets:
+        if name not in procs.TARGETS:
+            sys.exit(f"unknown target {name!r}; choose from {sorted(procs.TARGETS)}")
+    out: Path = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    fd_limit = procs.raise_fd_limit()
+    need = args.idle_per_server * 2 + 100
+    if "idle" in scenarios and fd_limit < need:
+        print(f"warning: open-files limit {fd_limit} < {need}; idle connections may fail")
+    opt = Options(
+        clients=args.clients,
+        duration=args.duration,
+        loadgen_procs=args.loadgen_procs,
+        senders=args.senders,
+        rooms=args.rooms,
+        idle_per_server=args.idle_per_server,
+        inflight=args.inflight,
+        rate=args.rate,
+        pad=args.pad,
+        ping_streams=args.ping_streams,
+        out=out,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    redis = procs.Redis.start(out / "logs")
+    runs: list[dict[str, Any]] = []
+    sweeps: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    started = time.monotonic()
+    try:
+        for rep in range(args.repeat):
+            for scenario in scenarios:
+                for name in order_for(rep, targets):
+                    print(f"[rep {rep + 1}/{args.repeat}] {scenario:<9} {name} ...", flush=True)
+                    try:
+                        r = run_one(procs.TARGETS[name], scenario, redis, opt, rep)
+                    except Exception as exc:  # a target that cannot start must not stop the rest
+                        r = {
+                            "target": name,
+                            "scenario": scenario,
+                            "rep": rep,
+                            "problems": [repr(exc)],
+                        }
+                    runs.append(r)
+                    print("    " + one_line(r), flush=True)
+        if args.sweep:
+            for scenario in (s for s in scenarios if s in SWEEPABLE):
+                for name in targets:
+                    try:
+                        points = sweep_one(
+                            procs.TARGETS[name],
+                            scenario,
+                            redis,
+                            opt,
+                            args.sweep_start,
+                            args.sweep_factor,
+                            args.sweep_max,
+                            args.p99_limit,
+                            args.sweep_fails,
+                        )
+                    except Exception as exc:
+                        print(f"  sweep {scenario} {name} failed: {exc!r}")
+                        points = []
+                    sweeps.setdefault(scenario, {})[name] = points
+    finally:
+        redis.stop()
+        procs.stop_all()
+
+    summary = report.summarize(runs)
+    ratio_rows = report.ratios(summary)
+    print()
+    print(report.table(summary))
+    print()
+    print("ratios (ours / ceiling, medians):")
+    print(report.ratio_lines(ratio_rows) or "  (need ours and a ceiling in the same run)")
+    trouble = report.problems(summary)
+    if trouble:
+        print("\nproblems seen (any repetition):\n" + trouble)
+    saturation: dict[str, dict[str, Any]] = {}
+    if sweeps:
+        print(
+            f"\nsaturation (highest offered deliveries/s with p99 < {args.p99_limit:.0f} ms"
+            " and no loss):"
+        )
+        for scenario, by_target in sweeps.items():
+            for name, points in by_target.items():
+                sat = report.saturation(points, args.p99_limit)
+                saturation.setdefault(scenario, {})[name] = (
+                    sat["offered_deliveries_per_s"] if sat else None
+                )
+                shown = f"{sat['offered_deliveries_per_s']:,.0f}/s" if sat else "none"
+                print(f"  {scenario:<10} {name:<20} {shown}")
+        png = out / f"sweep-{stamp}.png"
+        report.plot_sweep(sweeps, png, args.p99_limit)
+        print(f"plot: {png}")
+    path = out / f"bench-{stamp}.json"
+    report.write_json(
+        path,
+        {
+            "argv": sys.argv,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": sys.version,
+            },
+            "wall_s": time.monotonic() - started,
+            "summary": summary,
+            "ratios": ratio_rows,
+            "saturation": saturation,
+            "sweeps": sweeps,
+            "runs": runs,
+        },
+    )
+    print(f"json: {path}")
+    return 0
+
+
+def one_line(r: dict[str, Any]) -> str:
+    """Progress line for one run, so a long bench shows where it is."""
+    if "deliveries_per_s" not in r and "rss_per_conn_kb" not in r:
+        return f"FAILED: {r.get('problems')}"
+    if r["scenario"] == "idle":
+        return (
+            f"{r.get('connected')} idle connections, {r.get('rss_per_conn_kb') or 0:.1f} KB/conn, "
+            f"peak {r.get('peak_rss_mb') or 0:.0f} MB, ping reached {r.get('received')}"
+            + (f", problems: {r['problems']}" if r.get("problems") else "")
+        )
+    parts = [
+        f"{r.get('deliveries_per_s') or 0:,.0f} deliv/s",
+        f"p99 {r.get('lat_p99_ms') or 0:.1f} ms",
+        f"lost {r.get('lost', 0)}",
+        f"{r.get('server_cpu_us_per_delivery') or 0:.1f} us/deliv",
+        f"{r.get('rss_per_conn_kb') or 0:.1f} KB/conn",
+        f"lg {r.get('loadgen_cpu_share') or 0:.0%}",
+    ]
+    if r.get("problems"):
+        parts.append(f"problems: {r['problems']}")
+    return ", ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
