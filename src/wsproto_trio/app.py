@@ -97,6 +97,10 @@ class _Relay:
 async def serve_websocket(
     settings: Settings, hub: Hub, scope: dict[str, Any], receive: Receive, send: Send
 ) -> None:
+    # Defence in depth only: Hypercorn calls the app once the request head is
+    # in, so ``websocket.connect`` is already waiting here. The guard against a
+    # client that connects and stays silent is Hypercorn's keep_alive_timeout,
+    # set to HANDSHAKE_TIMEOUT in ``cli.hypercorn_config``.
     with trio.move_on_after(settings.handshake_timeout) as handshake:
         event = await receive()
     if handshake.cancelled_caught or event["type"] != "websocket.connect":

@@ -72,6 +72,10 @@ class Connection:
         except trio.WouldBlock:
             self._overflow()
             return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The writer is gone: the connection is closing and its cleanup
+            # will unregister it; the broker's reader must never see this.
+            return
         self.queued_chars += size
 
     def _overflow(self) -> None:
@@ -93,18 +97,31 @@ class Connection:
     # -- tasks -------------------------------------------------------------------
 
     async def run(self, receive: Receive, send: Send) -> None:
-        """Serve an accepted websocket until the client leaves or we close it."""
+        """Serve an accepted websocket until the client leaves or we close it.
+
+        The close frame goes out before the hub forgets the connection: leaving
+        rooms talks to the broker, and a frozen Redis must not hold a 1001 (or
+        1013, 1009...) back for the broker's timeout. The hub forgets it even if
+        the writer is stuck in a send to a client that does not read (Hypercorn
+        shields socket writes), so the close is bounded by a second.
+        """
         client_gone = False
         with self._cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, send)
                 async with self.hub.connected(self):
-                    client_gone = await self._read(receive)
+                    try:
+                        client_gone = await self._read(receive)
+                    finally:
+                        if not client_gone and self.close_code is not None:
+                            await self._send_close(send, self.close_code)
                 nursery.cancel_scope.cancel()
-        if not client_gone and self.close_code is not None:
-            with trio.move_on_after(1.0) as scope:
-                scope.shield = True
-                await send({"type": "websocket.close", "code": self.close_code})
+
+    @staticmethod
+    async def _send_close(send: Send, code: int) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 1.0
+            await send({"type": "websocket.close", "code": code})
 
     async def _write(self, send: Send) -> None:
         queue = self._queue

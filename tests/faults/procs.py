@@ -1,0 +1,158 @@
+"""Helpers for the fault tests: server subprocesses, signals, figures.
+
+Every process is started in a session of its own and its whole process group is
+killed in a ``finally``; nothing here sleeps to synchronise (waits poll with a
+deadline).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from ..support import Client, free_port, http_request, wait_until_async
+
+BIN = Path(sys.executable).parent
+WSPROTO_TRIO = str(BIN / "wsproto-trio")
+START_DEADLINE = 20.0
+
+# Every variable the server reads, so the caller's environment cannot leak in.
+CONFIG_VARIABLES = (
+    "REDIS_URL", "HOST", "PORT", "SERVER_ID", "MAX_MESSAGE_BYTES", "SEND_QUEUE_SIZE",
+    "SEND_QUEUE_BYTES", "RATE_LIMIT", "RATE_BURST", "PRESENCE_TTL", "ADMIN_TOKEN",
+    "LOG_LEVEL", "LOG_FORMAT", "MAX_CONNECTIONS", "ALLOWED_ORIGINS", "SHUTDOWN_TIMEOUT",
+    "HEARTBEAT_INTERVAL", "HANDSHAKE_TIMEOUT",
+)  # fmt: skip
+
+
+def figure(name: str, value: float) -> None:
+    """One line the issue's closing note can quote (visible with ``pytest -s``)."""
+    print(f"FIGURE {name}={value:.3f}")
+
+
+def clean_env(**variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(variables)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    process: trio.Process
+    log_path: Path
+    port: int
+    server_id: str
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/websockets"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        return await http_request("GET", self.http + path)
+
+    async def wait_ready(self, timeout: float = START_DEADLINE) -> None:
+        async def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited early with {self.process.returncode}")
+            try:
+                status, _ = await self.get("/readyz")
+            except OSError:
+                return False
+            return status == 200
+
+        await wait_until_async(ready, timeout=timeout)
+
+    async def wait_exit(self, timeout: float) -> int:
+        with trio.fail_after(timeout):
+            return await self.process.wait()
+
+
+async def kill_group(process: trio.Process) -> None:
+    """Kill the process and whatever it started, let it run again, then reap it."""
+    for signum in (signal.SIGKILL, signal.SIGCONT):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+    with trio.CancelScope(shield=True), trio.fail_after(10):
+        await process.wait()
+
+
+@asynccontextmanager
+async def spawn_server(
+    tmp_path: Path, server_id: str, **variables: str
+) -> AsyncIterator[ServerProcess]:
+    """``wsproto-trio serve`` on a free port; its log is printed if the test fails."""
+    port = free_port()
+    log_path = tmp_path / f"{server_id}.log"
+    env = clean_env(SERVER_ID=server_id, PORT=str(port), HOST="127.0.0.1", **variables)
+    log_file: IO[bytes] = log_path.open("wb")
+    try:
+        process = await trio.lowlevel.open_process(
+            [WSPROTO_TRIO, "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+        server = ServerProcess(process, log_path, port, server_id)
+        try:
+            yield server
+        except BaseException:
+            print(f"---- output of {server_id} ----")
+            print(server.log())
+            raise
+        finally:
+            await kill_group(process)
+    finally:
+        log_file.close()
+
+
+async def expect_closed_with(ws: WebSocketConnection, code: int, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.get_message()
+    reason = closed.value.reason
+    assert reason is not None and reason.code == code, reason
+
+
+async def next_of(client: Client, kind: str, timeout: float) -> Any:
+    """Skip envelopes until one of type ``kind`` arrives; returns its contents."""
+    with trio.fail_after(timeout):
+        while True:
+            envelope = await client.receive(timeout)
+            if envelope["message"]["type"] == kind:
+                return envelope["message"]["contents"]
+
+
+async def collect(client: Client, seconds: float) -> list[dict[str, Any]]:
+    """Every envelope that arrives within ``seconds`` (a bounded listen, not a sleep)."""
+    got: list[dict[str, Any]] = []
+    with trio.move_on_after(seconds):
+        while True:
+            got.append(await client.receive(seconds + 1))
+    return got
