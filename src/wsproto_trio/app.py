@@ -34,7 +34,7 @@ from .config import Settings, from_env
 from .connection import Connection, Receive, Send
 from .errors import ConfigError, ProtocolError, Unavailable
 from .hub import Hub
-from .logs import configure_logging
+from .logs import configure_logging, server_id_var
 
 log = logging.getLogger("wsproto_trio.app")
 
@@ -97,6 +97,7 @@ class _Relay:
 async def serve_websocket(
     settings: Settings, hub: Hub, scope: dict[str, Any], receive: Receive, send: Send
 ) -> None:
+    server_id_var.set(settings.server_id)
     # Defence in depth only: Hypercorn calls the app once the request head is
     # in, so ``websocket.connect`` is already waiting here. The guard against a
     # client that connects and stays silent is Hypercorn's keep_alive_timeout,

@@ -26,6 +26,7 @@ import trio
 from . import messages
 from .config import Settings
 from .errors import ProtocolError, RateLimited, UnsupportedFrame
+from .logs import connection_id_var
 from .session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class Connection:
         the writer is stuck in a send to a client that does not read (Hypercorn
         shields socket writes), so the close is bounded by a second.
         """
+        # Every log line of this connection's tasks names it (they copy the context).
+        connection_id_var.set(self.user_id)
         client_gone = False
         with self._cancel:
             async with trio.open_nursery() as nursery:
@@ -180,7 +183,7 @@ class Connection:
             return
         try:
             inbound = messages.decode(text)
-            log.info("message from %s: %r", self.user_id, inbound)
+            log.info("message from %s: %.300r", self.user_id, inbound)
             action = self.session.handle(inbound)
             match action:
                 case Publish(channel, payload):
