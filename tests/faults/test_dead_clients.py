@@ -20,8 +20,8 @@ from pathlib import Path
 
 import trio
 
+from ..procs import collect, figure, kill_group, next_of, spawn_server
 from ..support import open_client
-from .procs import collect, figure, kill_group, next_of, spawn_server
 
 HEARTBEAT = 0.5
 DEAD_AFTER = max(1, math.ceil(2 * HEARTBEAT))  # cli.dead_client_timeout

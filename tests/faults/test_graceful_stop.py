@@ -12,8 +12,8 @@ from pathlib import Path
 
 import trio
 
+from ..procs import expect_closed_with, figure, next_of, spawn_server
 from ..support import RedisProcess, open_client, open_server, settings_for, wait_until
-from .procs import expect_closed_with, figure, next_of, spawn_server
 
 SHUTDOWN_TIMEOUT = 5.0  # the default, which this test does not override
 

@@ -12,8 +12,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from ..procs import figure
 from ..support import open_client, open_server, settings_for
-from .procs import figure
 
 HANDSHAKE_TIMEOUT = 1.0
 

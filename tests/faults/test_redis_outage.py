@@ -12,8 +12,8 @@ import time
 
 import trio
 
+from ..procs import figure, next_of
 from ..support import RedisProcess, open_client, open_cluster, wait_until, wait_until_async
-from .procs import figure, next_of
 
 OUTAGES = 5
 RECOVERY_DEADLINE = 15.0  # backoff is capped at 5 s; generous for a loaded CI box

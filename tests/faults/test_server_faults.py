@@ -12,8 +12,8 @@ import signal
 import time
 from pathlib import Path
 
+from ..procs import collect, figure, next_of, spawn_server
 from ..support import Client, RedisProcess, open_client
-from .procs import collect, figure, next_of, spawn_server
 
 TTL = 1.5
 # A lease lapses at most TTL after its last renewal, and a survivor looks every

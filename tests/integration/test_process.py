@@ -8,130 +8,44 @@ in a ``finally`` (hypercorn runs its worker in a child process).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import WebSocketConnection
 
+from ..procs import (
+    HYPERCORN,
+    START_DEADLINE,
+    WSPROTO_TRIO,
+    ServerProcess,
+    clean_env,
+)
+from ..procs import expect_closed_with as expect_closed
+from ..procs import spawn as spawn_process
 from ..support import (
     RedisProcess,
     free_port,
-    http_request,
     open_client,
     open_server,
     settings_for,
     wait_until,
-    wait_until_async,
 )
 
-BIN = Path(sys.executable).parent
-WSPROTO_TRIO = str(BIN / "wsproto-trio")
-HYPERCORN = str(BIN / "hypercorn")
 SHUTDOWN_TIMEOUT = 2.0
-START_DEADLINE = 20.0
-
-# Every variable the server reads, so the caller's environment cannot leak in.
-CONFIG_VARIABLES = (
-    "REDIS_URL", "HOST", "PORT", "SERVER_ID", "MAX_MESSAGE_BYTES", "SEND_QUEUE_SIZE",
-    "SEND_QUEUE_BYTES", "RATE_LIMIT", "RATE_BURST", "PRESENCE_TTL", "ADMIN_TOKEN",
-    "LOG_LEVEL", "LOG_FORMAT", "MAX_CONNECTIONS", "ALLOWED_ORIGINS", "SHUTDOWN_TIMEOUT",
-    "HEARTBEAT_INTERVAL", "HANDSHAKE_TIMEOUT",
-)  # fmt: skip
-
-
-def server_env(**variables: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(variables)
-    return env
-
-
-@dataclass
-class ServerProcess:
-    process: trio.Process
-    log_path: Path
-    port: int
-    server_id: str
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/websockets"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def get(self, path: str) -> tuple[int, object]:
-        return await http_request("GET", self.http + path)
-
-    async def wait_ready(self, timeout: float = START_DEADLINE) -> None:
-        async def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited early with {self.process.returncode}")
-            try:
-                status, _ = await self.get("/readyz")
-            except OSError:
-                return False
-            return status == 200
-
-        await wait_until_async(ready, timeout=timeout)
-
-    async def wait_exit(self, timeout: float) -> int:
-        with trio.fail_after(timeout):
-            return await self.process.wait()
-
-
-async def _kill_group(process: trio.Process) -> None:
-    """Kill the process and whatever it started (hypercorn's worker), then reap it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    with trio.CancelScope(shield=True), trio.fail_after(10):
-        await process.wait()
 
 
 @asynccontextmanager
 async def spawn(
     command: list[str], tmp_path: Path, server_id: str, port: int, **variables: str
 ) -> AsyncIterator[ServerProcess]:
-    """Start a server process; on failure print its log; always kill it at the end."""
-    log_path = tmp_path / f"{server_id}.log"
-    env = server_env(SERVER_ID=server_id, SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), **variables)
-    log_file: IO[bytes] = log_path.open("wb")
-    try:
-        process = await trio.lowlevel.open_process(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-        server = ServerProcess(process, log_path, port, server_id)
-        try:
-            yield server
-        except BaseException:
-            print(f"---- output of {server_id} ({' '.join(command)}) ----")
-            print(server.log())
-            raise
-        finally:
-            await _kill_group(process)
-    finally:
-        log_file.close()
+    variables.setdefault("SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT))
+    async with spawn_process(command, tmp_path, server_id, port, **variables) as server:
+        yield server
 
 
 def serve_command() -> list[str]:
@@ -143,12 +57,7 @@ def hypercorn_command(port: int) -> list[str]:
 
 
 async def expect_closed_with(client_ws: WebSocketConnection, code: int) -> None:
-    with trio.fail_after(SHUTDOWN_TIMEOUT + 5):
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await client_ws.get_message()
-    reason = closed.value.reason
-    assert reason is not None and reason.code == code, reason
+    await expect_closed(client_ws, code, SHUTDOWN_TIMEOUT + 5)
 
 
 async def test_serve_without_redis_uses_memory_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -221,7 +130,7 @@ async def test_hypercorn_and_serve_form_one_cluster(
     ],
 )
 async def test_invalid_configuration_stops_start_up(variable: str, value: str) -> None:
-    env = server_env(SERVER_ID="proc-bad", PORT="0", HOST="127.0.0.1")
+    env = clean_env(SERVER_ID="proc-bad", PORT="0", HOST="127.0.0.1")
     env[variable] = value
     began = time.monotonic()
     with trio.fail_after(START_DEADLINE):

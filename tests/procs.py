@@ -1,4 +1,4 @@
-"""Helpers for the fault tests: server subprocesses, signals, figures.
+"""Server subprocesses for the process and fault tests: start, signal, kill, figures.
 
 Every process is started in a session of its own and its whole process group is
 killed in a ``finally``; nothing here sleeps to synchronise (waits poll with a
@@ -21,10 +21,11 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from ..support import Client, free_port, http_request, wait_until_async
+from .support import Client, free_port, http_request, wait_until_async
 
 BIN = Path(sys.executable).parent
 WSPROTO_TRIO = str(BIN / "wsproto-trio")
+HYPERCORN = str(BIN / "hypercorn")
 START_DEADLINE = 20.0
 
 # Every variable the server reads, so the caller's environment cannot leak in.
@@ -101,17 +102,16 @@ async def kill_group(process: trio.Process) -> None:
 
 
 @asynccontextmanager
-async def spawn_server(
-    tmp_path: Path, server_id: str, **variables: str
+async def spawn(
+    command: list[str], tmp_path: Path, server_id: str, port: int, **variables: str
 ) -> AsyncIterator[ServerProcess]:
-    """``wsproto-trio serve`` on a free port; its log is printed if the test fails."""
-    port = free_port()
+    """Start a server process; on failure print its log; always kill its group at the end."""
     log_path = tmp_path / f"{server_id}.log"
-    env = clean_env(SERVER_ID=server_id, PORT=str(port), HOST="127.0.0.1", **variables)
+    env = clean_env(SERVER_ID=server_id, **variables)
     log_file: IO[bytes] = log_path.open("wb")
     try:
         process = await trio.lowlevel.open_process(
-            [WSPROTO_TRIO, "serve"],
+            command,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -122,13 +122,26 @@ async def spawn_server(
         try:
             yield server
         except BaseException:
-            print(f"---- output of {server_id} ----")
+            print(f"---- output of {server_id} ({' '.join(command)}) ----")
             print(server.log())
             raise
         finally:
             await kill_group(process)
     finally:
         log_file.close()
+
+
+@asynccontextmanager
+async def spawn_server(
+    tmp_path: Path, server_id: str, **variables: str
+) -> AsyncIterator[ServerProcess]:
+    """``wsproto-trio serve`` on a free port."""
+    port = free_port()
+    async with spawn(
+        [WSPROTO_TRIO, "serve"], tmp_path, server_id, port,
+        PORT=str(port), HOST="127.0.0.1", **variables,
+    ) as server:  # fmt: skip
+        yield server
 
 
 async def expect_closed_with(ws: WebSocketConnection, code: int, timeout: float) -> None:
