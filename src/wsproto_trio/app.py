@@ -34,6 +34,7 @@ from .config import Settings, from_env
 from .connection import Connection, Receive, Send
 from .errors import ConfigError, ProtocolError, Unavailable
 from .hub import Hub
+from .hypercorn_patches import guard_websocket_buffer
 from .logs import configure_logging, server_id_var
 
 log = logging.getLogger("wsproto_trio.app")
@@ -165,6 +166,7 @@ def _json(body: object, status: int = 200) -> Response:
 def create_app(settings: Settings | None = None, broker: Broker | None = None) -> Server:
     """Build one server. ``broker`` defaults to what ``settings.redis_url`` asks for."""
     settings = settings if settings is not None else Settings()
+    guard_websocket_buffer()
     app = Server(__name__)
     # Room names may hold any printable character, '/' included, even first:
     # match the whole remainder and keep '//' as it is.
