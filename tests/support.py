@@ -276,11 +276,14 @@ class Client:
 
 
 @asynccontextmanager
-async def open_client(url: str, batched: bool = False) -> AsyncIterator[Client]:
+async def open_client(
+    url: str, batched: bool = False, connect_timeout: float = DEADLINE
+) -> AsyncIterator[Client]:
     subprotocols = [NDJSON_SUBPROTOCOL] if batched else None
     async with open_websocket_url(
-        url, subprotocols=subprotocols, connect_timeout=DEADLINE, disconnect_timeout=DEADLINE
-    ) as ws:
+        url, subprotocols=subprotocols, connect_timeout=connect_timeout,
+        disconnect_timeout=DEADLINE,
+    ) as ws:  # fmt: skip
         client = Client(ws)
         await client.hello()
         yield client

@@ -20,6 +20,7 @@ import trio
 from ..support import Client, RedisProcess, open_client, open_cluster, wait_until
 
 ROOMS = [f"soak-{i}" for i in range(20)]
+CONNECT_TIMEOUT = 60.0  # hundreds of handshakes at once on two shared cores
 
 
 def count_tasks() -> int:
@@ -61,7 +62,9 @@ async def test_soak(redis_server: RedisProcess) -> None:
         async def stable(index: int, room: str) -> None:
             nonlocal joined
             server = servers[index % 2]
-            async with open_client(server.ws, batched=index % 2 == 0) as client:
+            async with open_client(
+                server.ws, batched=index % 2 == 0, connect_timeout=CONNECT_TIMEOUT
+            ) as client:
                 await client.join(room)
                 joined += 1
                 if joined == stable_per_room * len(ROOMS):
@@ -96,9 +99,14 @@ async def test_soak(redis_server: RedisProcess) -> None:
 
         async def churn(index: int) -> None:
             await all_stable_joined.wait()
+            # Spread the first connects over two seconds (load shaping, not a wait).
+            with trio.move_on_after(rng.uniform(0, 2)):
+                await stop_churn.wait()
             while not stop_churn.is_set():
                 server = servers[rng.randrange(2)]
-                async with open_client(server.ws, batched=rng.random() < 0.5) as client:
+                async with open_client(
+                    server.ws, batched=rng.random() < 0.5, connect_timeout=CONNECT_TIMEOUT
+                ) as client:
                     counts["connects"] += 1
                     rooms = rng.sample(ROOMS, rng.randint(1, 3))
                     for room in rooms:
