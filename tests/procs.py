@@ -169,3 +169,31 @@ async def collect(client: Client, seconds: float) -> list[dict[str, Any]]:
         while True:
             got.append(await client.receive(seconds + 1))
     return got
+
+
+async def scrape_metric(server: ServerProcess, name: str) -> float:
+    """One unlabelled sample of the server's ``/metrics``, e.g. ``wsproto_connections``."""
+    status, text = await server.get("/metrics")
+    assert status == 200 and isinstance(text, str), (status, text)
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """``VmRSS`` and ``VmHWM`` (peak RSS) of a process, in MB, from /proc."""
+    found: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) * 1024 / 1e6
+    return found
+
+
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -49,23 +49,32 @@ class Hub:
 
     def deliver(self, batch: Sequence[tuple[str, str]]) -> None:
         begin = time.perf_counter()
+        everyone: list[Connection] | None = None  # built once per batch, not per message
+        sent: dict[str, int] = {}
         for channel, payload in batch:
             if channel.startswith(messages.ROOM_PREFIX):
                 targets: Sequence[Connection] = self.rooms.route(
                     channel[len(messages.ROOM_PREFIX) :], payload
                 )
             elif channel == messages.CHAT_CHANNEL:
-                targets = list(self.connections.values())
+                if everyone is None:
+                    everyone = list(self.connections.values())
+                targets = everyone
             elif (ping := _PINGS.get(channel)) is not None:
                 log.info("ping received from broker on %s", channel)
                 payload = ping
-                targets = list(self.connections.values())
+                if everyone is None:
+                    everyone = list(self.connections.values())
+                targets = everyone
             else:
                 continue
             for connection in targets:
                 connection.offer(payload)
             if targets:
-                self.metrics.messages_out.labels(out_channel(channel)).inc(len(targets))
+                label = out_channel(channel)
+                sent[label] = sent.get(label, 0) + len(targets)
+        for label, count in sent.items():
+            self.metrics.messages_out.labels(label).inc(count)
         self.metrics.fanout_seconds.observe(time.perf_counter() - begin)
 
     def local_members(self) -> list[tuple[str, str]]:
