@@ -32,7 +32,7 @@ from .broker import Broker
 from .broker.memory import MemoryBroker
 from .config import Settings, from_env
 from .connection import Connection, Receive, Send
-from .errors import ConfigError, ProtocolError, Unavailable
+from .errors import BrokerUnavailable, ConfigError, ProtocolError, Unavailable
 from .hub import Hub
 from .hypercorn_patches import guard_websocket_buffer
 from .logs import configure_logging, server_id_var
@@ -273,7 +273,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     async def api_rooms() -> Response:
         try:
             counts = await hub.broker.rooms()
-        except Exception as exc:
+        except BrokerUnavailable as exc:
             return _json({"error": str(exc)}, 503)
         rooms = [{"room": room, "members": n} for room, n in sorted(counts.items())]
         return _json({"rooms": rooms})
@@ -283,7 +283,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     async def api_members(room: str) -> Response:
         try:
             users = await hub.broker.members(room)
-        except Exception as exc:
+        except BrokerUnavailable as exc:
             return _json({"error": str(exc)}, 503)
         return _json({"room": room, "users": sorted(users)})
 
@@ -292,7 +292,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     async def api_servers() -> Response:
         try:
             servers = await hub.broker.servers()
-        except Exception as exc:
+        except BrokerUnavailable as exc:
             return _json({"error": str(exc)}, 503)
         listing = [{"id": sid, "connections": n} for sid, n in sorted(servers.items())]
         return _json({"servers": listing})
