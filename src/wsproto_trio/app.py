@@ -254,6 +254,12 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     @admin
     async def api_publish() -> Response:
         data = await request.get_data(as_text=False)
+        if len(data) > settings.max_message_bytes:
+            # The same bound as a client frame: one publish must not queue
+            # megabytes to every connection (and close them all with 1013).
+            return _json(
+                {"error": f"body over MAX_MESSAGE_BYTES ({settings.max_message_bytes})"}, 413
+            )
         try:
             raw = data.decode("utf-8") if isinstance(data, bytes) else data
         except UnicodeDecodeError:

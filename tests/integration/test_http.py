@@ -329,6 +329,17 @@ async def test_api_publish_refuses_a_body_that_is_not_utf8() -> None:
         assert isinstance(answer, dict) and answer.get("error"), answer
 
 
+async def test_api_publish_refuses_a_body_over_max_message_bytes() -> None:
+    settings = settings_for("big-body", admin_token=TOKEN, max_message_bytes=1024)
+    async with open_server(settings) as server, open_client(server.ws) as client:
+        body = json.dumps({"channel": "chat", "content": "x" * 2000}).encode()
+        status, answer = await raw_post(server, "/api/publish", body)
+        assert status == 413 and "MAX_MESSAGE_BYTES" in answer["error"], answer
+        # Nothing was published: the client's next envelope is the marker.
+        await client.send("chat", "SubmitMessage", "marker")
+        assert (await client.expect("NewMessageReceived"))["content"] == "marker"
+
+
 async def test_api_rooms_and_members_across_the_cluster(redis_server: RedisProcess) -> None:
     odd_room = "lobby a/b"
     async with open_cluster(redis_server.url, 2, admin_token=TOKEN) as (s0, s1):
