@@ -184,7 +184,11 @@ class RedisBroker:
         # A bound on the wait as well as on the socket: a wedged Redis must
         # turn into `unavailable` for the client, not a hung reader task.
         with trio.move_on_after(self.command_timeout * 2) as scope:
-            await self._calls_in.send(call)
+            try:
+                await self._calls_in.send(call)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The command task has stopped (the server is shutting down).
+                raise BrokerUnavailable("redis broker stopped") from None
             await call.done.wait()
         if scope.cancelled_caught:
             raise BrokerUnavailable("redis did not answer in time")
