@@ -57,7 +57,7 @@ class Server(QuartTrio):
 
     settings: Settings
     hub: Hub
-    _hub_scope: trio.CancelScope | None = None
+    _hub_scope: trio.CancelScope
 
     async def asgi_app(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
@@ -66,33 +66,19 @@ class Server(QuartTrio):
             await super().asgi_app(scope, receive, send)
 
     async def start_hub(self) -> None:
-        self._hub_scope = await self.nursery.start(_run_cancellable, self.hub.serve)
+        # The lifespan nursery outlives the app's shutdown hook, so the hub
+        # runs in a scope of its own that ``stop_hub`` cancels.
+        self._hub_scope = trio.CancelScope()
+        await self.nursery.start(self._serve_hub)
+
+    async def _serve_hub(self, *, task_status: trio.TaskStatus[None]) -> None:
+        with self._hub_scope:
+            await self.hub.serve(task_status=task_status)
 
     async def stop_hub(self) -> None:
         self.hub.drain()
         await self.hub.deregister()
-        if self._hub_scope is not None:
-            self._hub_scope.cancel()
-
-
-async def _run_cancellable(
-    serve: Callable[..., Coroutine[Any, Any, None]],
-    *,
-    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    with trio.CancelScope() as scope:
-        await serve(task_status=_Relay(task_status, scope))
-
-
-class _Relay:
-    """Passes ``started()`` on, with the cancel scope that stops the task."""
-
-    def __init__(self, status: trio.TaskStatus[trio.CancelScope], scope: trio.CancelScope) -> None:
-        self._status = status
-        self._scope = scope
-
-    def started(self, value: object = None) -> None:
-        self._status.started(self._scope)
+        self._hub_scope.cancel()
 
 
 async def serve_websocket(

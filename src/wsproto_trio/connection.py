@@ -27,6 +27,7 @@ from . import messages
 from .config import Settings
 from .errors import ProtocolError, RateLimited, UnsupportedFrame
 from .logs import connection_id_var
+from .metrics import out_channel
 from .session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
 
 if TYPE_CHECKING:
@@ -238,7 +239,7 @@ class Connection:
             action = self.session.handle(inbound)
             match action:
                 case Publish(channel, payload):
-                    self.hub.metrics.messages_in.labels(out_channel_in(channel)).inc()
+                    self.hub.metrics.messages_in.labels(out_channel(channel)).inc()
                     await self.hub.publish(channel, payload)
                 case Join(room):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
@@ -251,7 +252,3 @@ class Connection:
                     self.offer(payload)
         except ProtocolError as exc:
             self.error(exc)
-
-
-def out_channel_in(broker_channel: str) -> str:
-    return "chat-room" if broker_channel.startswith(messages.ROOM_PREFIX) else broker_channel

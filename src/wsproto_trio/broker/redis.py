@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +100,6 @@ class RedisBroker:
         self._reason: str | None = "connecting"
         self._reconnects = 0
         self._deregistered = False  # after a clean exit's deregister, stop renewing
-        self.on_reap: Callable[[list[tuple[str, str, str]]], None] | None = None
 
     def _new_client(self, retry: Retry) -> redis.Redis:
         return redis.Redis.from_url(
@@ -378,8 +377,6 @@ class RedisBroker:
         if reaped:
             servers = sorted({server for server, _, _ in reaped})
             log.warning("reaped %d members of dead servers %s", len(reaped), servers)
-            if self.on_reap is not None:
-                self.on_reap(reaped)
         return reaped
 
     def _key(self, name: str) -> str:
