@@ -77,6 +77,11 @@ def hypercorn_config(settings: Settings) -> Config:
     config.websocket_max_message_size = settings.max_message_bytes
     config.graceful_timeout = settings.shutdown_timeout
     config.keep_alive_timeout = settings.handshake_timeout
+    # Hypercorn's default listen backlog is 100: when hundreds of clients reconnect
+    # at once (a server restarts behind a load balancer) the kernel drops the
+    # excess SYNs and those clients wait out TCP's retransmission backoff (1, 2,
+    # 4, ... 32 s). Linux caps this at net.core.somaxconn (4096 here).
+    config.backlog = 2048
     config.accesslog = None
     config.errorlog = "-"
     return config
