@@ -22,7 +22,7 @@ from wsproto_trio.app import Server, create_app
 from wsproto_trio.broker import Broker
 from wsproto_trio.cli import hypercorn_config
 from wsproto_trio.config import RateLimit, Settings
-from wsproto_trio.messages import NDJSON_SUBPROTOCOL
+from wsproto_trio.core.messages import NDJSON_SUBPROTOCOL
 
 DEADLINE = 10.0
 

@@ -27,15 +27,15 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.routing import PathConverter
 
-from . import messages
 from .broker import Broker
 from .broker.memory import MemoryBroker
 from .config import Settings, from_env
-from .connection import Connection, Receive, Send
+from .core import messages
 from .errors import BrokerUnavailable, ConfigError, ProtocolError, Unavailable
-from .hub import Hub
-from .hypercorn_patches import guard_websocket_buffer
 from .logs import configure_logging, server_id_var
+from .server.connection import Connection, Receive, Send
+from .server.hub import Hub
+from .server.hypercorn_guard import guard_websocket_buffer
 
 log = logging.getLogger("wsproto_trio.app")
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import trio
 
-from wsproto_trio import messages
 from wsproto_trio.broker import Broker
 from wsproto_trio.broker.memory import MemoryBroker, MemoryNetwork
 from wsproto_trio.broker.redis import RedisBroker
+from wsproto_trio.core import messages
 
 from ..support import RedisProcess, wait_until, wait_until_async
 

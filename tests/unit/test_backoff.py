@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from wsproto_trio.backoff import Backoff
+from wsproto_trio.core.backoff import Backoff
 
 CONFIGS = [
     pytest.param(0.1, 5.0, id="default"),

@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wsproto_trio import messages
-from wsproto_trio.errors import ProtocolError
-from wsproto_trio.messages import (
+from wsproto_trio.core import messages
+from wsproto_trio.core.messages import (
     Hello,
     Inbound,
     JoinRoom,
@@ -25,6 +24,7 @@ from wsproto_trio.messages import (
     decode,
     split_frame,
 )
+from wsproto_trio.errors import ProtocolError
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$")
 ROOM_KINDS = ("JoinRoom", "LeaveRoom", "SendMessage")

@@ -14,9 +14,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsproto_trio import messages
-from wsproto_trio.errors import ProtocolError
-from wsproto_trio.messages import (
+from wsproto_trio.core import messages
+from wsproto_trio.core.messages import (
     Hello,
     Inbound,
     JoinRoom,
@@ -26,6 +25,7 @@ from wsproto_trio.messages import (
     decode,
     split_frame,
 )
+from wsproto_trio.errors import ProtocolError
 
 # No example database: it would be written outside tests/unit, and failures
 # print their reproducing example anyway. No deadline: the deep-nesting inputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsproto_trio.presence import PresenceTable
+from wsproto_trio.core.presence import PresenceTable
 
 TTL = 15.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsproto_trio.router import RoomTable
+from wsproto_trio.core.rooms import RoomTable
 
 ROOMS = ["lobby", "caf\u00e9", "a:b"]
 

@@ -7,11 +7,18 @@ import re
 
 import pytest
 
-from wsproto_trio import messages
 from wsproto_trio.config import RateLimit
+from wsproto_trio.core import messages
+from wsproto_trio.core.messages import (
+    Hello,
+    Inbound,
+    JoinRoom,
+    LeaveRoom,
+    SendMessage,
+    SubmitMessage,
+)
+from wsproto_trio.core.session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
 from wsproto_trio.errors import AlreadyJoined, NotJoined, ProtocolError
-from wsproto_trio.messages import Hello, Inbound, JoinRoom, LeaveRoom, SendMessage, SubmitMessage
-from wsproto_trio.session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
 
 USER = "6f1c2b9e-0000-4000-8000-000000000001"
 SERVER = "server-a"

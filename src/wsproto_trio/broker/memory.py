@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import trio
 
-from .. import messages
-from ..presence import PresenceTable
+from ..core import messages
+from ..core.presence import PresenceTable
 from . import BrokerStatus, Server
 
 

@@ -36,10 +36,10 @@ import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .. import messages
-from ..backoff import Backoff
+from ..core import messages
+from ..core.backoff import Backoff
 from ..errors import BrokerUnavailable
-from . import BrokerStatus, Server, lua
+from . import BrokerStatus, Server, scripts
 
 log = logging.getLogger("wsproto_trio.broker")
 
@@ -344,7 +344,7 @@ class RedisBroker:
             if self._connected and self._server is not None and not self._deregistered:
                 try:
                     existed = await self._call(
-                        "EVAL", lua.RENEW, 2, self._key("servers"),
+                        "EVAL", scripts.RENEW, 2, self._key("servers"),
                         self._key(f"server:{self.server_id}"),
                         self.server_id, ttl_ms, self._server.connection_count,
                     )  # fmt: skip
@@ -364,7 +364,7 @@ class RedisBroker:
             return
         tokens = [f"{user}\n{room}" for room, user in self._server.local_members()]
         added = await self._call(
-            "EVAL", lua.SYNC, 1, self._key(f"server:{self.server_id}:members"),
+            "EVAL", scripts.SYNC, 1, self._key(f"server:{self.server_id}:members"),
             self.prefix, self.server_id, *tokens,
         )  # fmt: skip
         self._resync = False
@@ -372,7 +372,7 @@ class RedisBroker:
             log.info("presence re-registered %d members", added)
 
     async def reap_expired(self) -> list[tuple[str, str, str]]:
-        flat = await self._call("EVAL", lua.REAP, 1, self._key("servers"), self.prefix, "")
+        flat = await self._call("EVAL", scripts.REAP, 1, self._key("servers"), self.prefix, "")
         reaped = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         if reaped:
             servers = sorted({server for server, _, _ in reaped})
@@ -412,7 +412,7 @@ class RedisBroker:
 
     async def join(self, room: str, user: str, announce: str) -> list[str]:
         users = await self._call(
-            "EVAL", lua.JOIN, 3, self._key(f"room:{room}"),
+            "EVAL", scripts.JOIN, 3, self._key(f"room:{room}"),
             self._key(f"server:{self.server_id}:members"), self._key("rooms"),
             user, self.server_id, room, messages.room_channel(room), announce,
         )  # fmt: skip
@@ -420,7 +420,7 @@ class RedisBroker:
 
     async def leave(self, room: str, user: str, announce: str) -> bool:
         removed = await self._call(
-            "EVAL", lua.LEAVE, 3, self._key(f"room:{room}"),
+            "EVAL", scripts.LEAVE, 3, self._key(f"room:{room}"),
             self._key(f"server:{self.server_id}:members"), self._key("rooms"),
             user, self.server_id, room, messages.room_channel(room), announce,
         )  # fmt: skip
@@ -430,14 +430,14 @@ class RedisBroker:
         return list(await self._call("HKEYS", self._key(f"room:{room}")))
 
     async def rooms(self) -> dict[str, int]:
-        flat = await self._call("EVAL", lua.ROOMS, 1, self._key("rooms"), self.prefix)
+        flat = await self._call("EVAL", scripts.ROOMS, 1, self._key("rooms"), self.prefix)
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def servers(self) -> dict[str, int]:
-        flat = await self._call("EVAL", lua.SERVERS, 1, self._key("servers"), self.prefix)
+        flat = await self._call("EVAL", scripts.SERVERS, 1, self._key("servers"), self.prefix)
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def deregister(self) -> None:
         self._deregistered = True
-        await self._call("EVAL", lua.REAP, 1, self._key("servers"), self.prefix, self.server_id)
+        await self._call("EVAL", scripts.REAP, 1, self._key("servers"), self.prefix, self.server_id)
         self._registered = False

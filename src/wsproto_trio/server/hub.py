@@ -19,12 +19,12 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from . import messages
-from .broker import Broker, BrokerStatus
+from ..broker import Broker, BrokerStatus
+from ..core import messages
+from ..core.rooms import RoomTable
+from ..errors import BrokerUnavailable, Unavailable
+from ..metrics import Metrics, out_channel
 from .connection import Connection
-from .errors import BrokerUnavailable, Unavailable
-from .metrics import Metrics, out_channel
-from .router import RoomTable
 
 log = logging.getLogger("wsproto_trio.hub")
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import messages
-from .config import Settings
-from .errors import ProtocolError, RateLimited, UnsupportedFrame
-from .logs import connection_id_var
-from .metrics import out_channel
-from .session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
+from ..config import Settings
+from ..core import messages
+from ..core.session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
+from ..errors import ProtocolError, RateLimited, UnsupportedFrame
+from ..logs import connection_id_var
+from ..metrics import out_channel
 
 if TYPE_CHECKING:
     from .hub import Hub

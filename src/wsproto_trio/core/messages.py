@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import (
+from ..errors import (
     InvalidJson,
     InvalidMessage,
     InvalidRoom,

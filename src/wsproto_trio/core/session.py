@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import assert_never
 
+from ..config import RateLimit
+from ..errors import AlreadyJoined, NotJoined
 from . import messages
-from .config import RateLimit
-from .errors import AlreadyJoined, NotJoined
 from .messages import Hello, Inbound, JoinRoom, LeaveRoom, SendMessage, SubmitMessage
 
 
