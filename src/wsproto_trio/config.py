@@ -57,6 +57,9 @@ class Settings:
     shutdown_timeout: float = 5.0
     heartbeat_interval: float = 10.0
     handshake_timeout: float = 10.0
+    history_size: int = 100
+    history_ttl: float = 300.0
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
 
     def with_changes(self, **changes: object) -> Settings:
         """A copy with some fields replaced; tests build their servers this way."""
@@ -120,6 +123,24 @@ def _parse_redis_url(text: str) -> str:
     return text
 
 
+def _parse_cluster_nodes(text: str) -> tuple[tuple[str, int], ...]:
+    nodes: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host:
+            raise ConfigError(
+                "REDIS_CLUSTER_NODES", f"expected host:port[,host:port...], got {text!r}"
+            )
+        nodes.append((host, _parse_int("REDIS_CLUSTER_NODES", port, minimum=1, maximum=65535)))
+    if not nodes:
+        raise ConfigError("REDIS_CLUSTER_NODES", "names no node")
+    return tuple(nodes)
+
+
 def _parse_server_id(text: str) -> str:
     if not 1 <= len(text) <= 100 or any(c.isspace() or not c.isprintable() for c in text):
         raise ConfigError("SERVER_ID", "must be 1 to 100 printable characters without spaces")
@@ -176,4 +197,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         changes["heartbeat_interval"] = parse_duration("HEARTBEAT_INTERVAL", value)
     if (value := get("HANDSHAKE_TIMEOUT")) is not None:
         changes["handshake_timeout"] = parse_duration("HANDSHAKE_TIMEOUT", value)
+    if (value := get("HISTORY_SIZE")) is not None:
+        changes["history_size"] = _parse_int("HISTORY_SIZE", value, minimum=0, maximum=100_000)
+    if (value := get("HISTORY_TTL")) is not None:
+        changes["history_ttl"] = parse_duration("HISTORY_TTL", value)
+    if (value := get("REDIS_CLUSTER_NODES")) is not None:
+        if "redis_url" in changes:
+            raise ConfigError(
+                "REDIS_CLUSTER_NODES", "set either REDIS_URL or REDIS_CLUSTER_NODES, not both"
+            )
+        changes["redis_cluster_nodes"] = _parse_cluster_nodes(value)
     return Settings().with_changes(**changes)
