@@ -1,0 +1,319 @@
+"""A real local Redis Cluster for the tests, started from ``redis-server``.
+
+Three masters and three replicas on free ports (client and cluster-bus ports
+both picked free, so nothing collides with other tests), each in its own
+directory and its own process group, with a short ``cluster-node-timeout`` so
+that a failover takes seconds. Everything here is synchronous and blocking:
+async tests call it through ``trio.to_thread.run_sync`` so the servers under
+test keep running meanwhile. Waits poll with a deadline; nothing sleeps to
+synchronise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.crc import key_slot
+
+from .support import free_port
+
+DEADLINE = 30.0
+NODE_TIMEOUT_MS = 1000
+
+
+@dataclass
+class Node:
+    port: int
+    bus_port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def client(self, timeout: float = 2.0) -> redis.Redis:
+        return redis.Redis(
+            port=self.port, decode_responses=True, socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )  # fmt: skip
+
+    def info(self, section: str) -> dict[str, Any]:
+        with self.client() as client:
+            text = client.execute_command("CLUSTER", "INFO")
+        if isinstance(text, dict):
+            return text
+        return dict(line.split(":", 1) for line in str(text).split() if ":" in line)
+
+    def kill(self) -> None:
+        """kill -9, of the node's whole process group."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class LocalCluster:
+    binary: str
+    workdir: Path
+    masters: int = 3
+    replicas: int = 1
+    node_timeout_ms: int = NODE_TIMEOUT_MS
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> tuple[tuple[str, int], ...]:
+        return tuple(("127.0.0.1", node.port) for node in self.nodes if node.alive)
+
+    @property
+    def seeds_text(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.seeds)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        count = self.masters * (1 + self.replicas)
+        started = [self._spawn() for _ in range(count)]
+        for node in started:
+            self._wait_up(node)
+        subprocess.run(
+            [self._cli(), "--cluster", "create", *(n.address for n in started),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=DEADLINE,
+        )  # fmt: skip
+        self.wait_healthy(replicas=self.replicas)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def _cli(self) -> str:
+        return str(Path(self.binary).with_name("redis-cli"))
+
+    def _spawn(self) -> Node:
+        port, bus_port = free_port(), free_port()
+        while bus_port == port:
+            bus_port = free_port()
+        workdir = self.workdir / str(port)
+        workdir.mkdir(parents=True)
+        node = Node(port, bus_port, workdir)
+        log = (workdir / "redis.log").open("wb")  # kept with the node's dir, for post-mortems
+        node.process = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+             "--cluster-config-file", str(workdir / "nodes.conf"),
+             "--cluster-node-timeout", str(self.node_timeout_ms),
+             # A replica of a master that died a moment ago must be allowed to
+             # take over however stale it thinks it is.
+             "--cluster-replica-validity-factor", "0",
+             # CLUSTER SHARDS calls a replica "loading" until its replication
+             # offset moves, which an idle master does at each replica ping.
+             "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
+             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self.nodes.append(node)
+        return node
+
+    def _wait_up(self, node: Node) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                with node.client() as client:
+                    if client.ping():
+                        return
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline or not node.alive:
+                    raise RuntimeError(f"redis-server on {node.port} did not start") from None
+                time.sleep(0.02)
+
+    # -- topology -------------------------------------------------------------
+
+    def _live(self) -> list[Node]:
+        return [node for node in self.nodes if node.alive]
+
+    def shards(self) -> list[dict[str, Any]]:
+        """``CLUSTER SHARDS`` as seen by a live node: [{"slots": [...], "master": port,
+        "replicas": [ports]}], only shards that own slots."""
+        for node in self._live():
+            try:
+                with node.client() as client:
+                    raw = client.execute_command("CLUSTER", "SHARDS")
+            except redis.exceptions.RedisError:
+                continue
+            return [_shard(entry) for entry in raw if _shard(entry)["slots"]]
+        raise RuntimeError("no live node answers CLUSTER SHARDS")
+
+    def master_ports(self) -> list[int]:
+        return sorted(shard["master"] for shard in self.shards() if shard["master"] is not None)
+
+    def owner(self, key: str) -> int:
+        """Port of the master that owns ``key``'s slot (``key`` may be a channel)."""
+        slot = key_slot(key.encode())
+        for shard in self.shards():
+            ranges = shard["slots"]
+            if any(ranges[i] <= slot <= ranges[i + 1] for i in range(0, len(ranges), 2)):
+                return int(shard["master"])
+        raise RuntimeError(f"no master owns slot {slot}")
+
+    def node(self, port: int) -> Node:
+        return next(node for node in self.nodes if node.port == port)
+
+    def healthy(self, replicas: int = 0) -> bool:
+        """Every live node says ok, covers all slots, and agrees on the masters
+        (and every shard has ``replicas`` replicas online, synchronised)."""
+        views: set[tuple[int, ...]] = set()
+        for node in self._live():
+            try:
+                info = node.info("cluster")
+                if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    return False
+                with node.client() as client:
+                    raw = client.execute_command("CLUSTER", "SHARDS")
+            except redis.exceptions.RedisError:
+                return False
+            shards = [_shard(entry) for entry in raw]
+            if any(
+                shard["slots"] and (shard["master"] is None or len(shard["replicas"]) < replicas)
+                for shard in shards
+            ):
+                return False
+            views.add(tuple(sorted(s["master"] for s in shards if s["slots"])))
+        return len(views) == 1
+
+    def wait_healthy(self, timeout: float = DEADLINE, replicas: int = 0) -> float:
+        """Wait until ``healthy``; returns the seconds it took."""
+        began = time.monotonic()
+        while not self.healthy(replicas):
+            if time.monotonic() - began > timeout:
+                raise RuntimeError("cluster did not become healthy")
+            time.sleep(0.05)
+        return time.monotonic() - began
+
+    # -- faults and changes ---------------------------------------------------
+
+    def kill_master(self, port: int) -> None:
+        if port not in self.master_ports():
+            raise ValueError(f"{port} is not a master")
+        self.node(port).kill()
+
+    def wait_promoted(self, dead: int, timeout: float = DEADLINE) -> float:
+        """After ``dead`` was killed: wait until a replica owns its slots and the
+        cluster is ok again everywhere. Returns the seconds it took."""
+        began = time.monotonic()
+        while True:
+            try:
+                if dead not in self.master_ports() and self.healthy():
+                    return time.monotonic() - began
+            except RuntimeError:
+                pass
+            if time.monotonic() - began > timeout:
+                raise RuntimeError(f"no replica took over from {dead}")
+            time.sleep(0.05)
+
+    def add_master(self) -> Node:
+        """Start an empty node and join it to the cluster as a master without slots."""
+        existing = self.node(self.master_ports()[0])
+        node = self._spawn()
+        self._wait_up(node)
+        subprocess.run(
+            [self._cli(), "--cluster", "add-node", node.address, existing.address],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=DEADLINE,
+        )  # fmt: skip
+        deadline = time.monotonic() + DEADLINE
+        while not all(self._knows(other, node) for other in self._live()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the new node did not join")
+            time.sleep(0.05)
+        return node
+
+    def _knows(self, observer: Node, node: Node) -> bool:
+        with observer.client() as client:
+            text = str(client.execute_command("CLUSTER", "NODES"))
+        return any(
+            f"127.0.0.1:{node.port}@" in line and "handshake" not in line
+            for line in text.splitlines()
+        )
+
+    def rebalance(self, timeout: float = 120.0) -> None:
+        """``redis-cli --cluster rebalance --cluster-use-empty-masters``: moves slots
+        (and their keys) onto masters that have none."""
+        anchor = self.node(self.master_ports()[0])
+        subprocess.run(
+            [self._cli(), "--cluster", "rebalance", anchor.address,
+             "--cluster-use-empty-masters", "--cluster-pipeline", "100"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+        )  # fmt: skip
+        self.wait_healthy()
+
+    def reshard(self, source: int, target: int, slots: int, timeout: float = 120.0) -> None:
+        """Move ``slots`` slots from master ``source`` to master ``target``."""
+        ids = {port: self._node_id(port) for port in (source, target)}
+        subprocess.run(
+            [self._cli(), "--cluster", "reshard", self.node(source).address,
+             "--cluster-from", ids[source], "--cluster-to", ids[target],
+             "--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "100"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+        )  # fmt: skip
+        self.wait_healthy()
+
+    def _node_id(self, port: int) -> str:
+        with self.node(port).client() as client:
+            return str(client.execute_command("CLUSTER", "MYID"))
+
+    # -- inspection -----------------------------------------------------------
+
+    def shardnumsub(self, channel: str) -> int:
+        """``PUBSUB SHARDNUMSUB channel`` on the master that owns its slot."""
+        with self.node(self.owner(channel)).client() as client:
+            pairs = client.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+        return int(pairs[1])
+
+    def numsub(self, *channels: str) -> dict[str, int]:
+        """Classic subscribers summed over every live node (a classic SUBSCRIBE
+        lives on the one node it was made on)."""
+        counts = dict.fromkeys(channels, 0)
+        for node in self._live():
+            with node.client() as client:
+                pairs = client.execute_command("PUBSUB", "NUMSUB", *channels)
+            for i in range(0, len(pairs), 2):
+                counts[str(pairs[i])] += int(pairs[i + 1])
+        return counts
+
+    def cluster_client(self) -> redis.RedisCluster:
+        host, port = self.seeds[0]
+        return redis.RedisCluster(host=host, port=port, decode_responses=True)
+
+
+def _shard(entry: Any) -> dict[str, Any]:
+    """One ``CLUSTER SHARDS`` entry (RESP2: flat key/value lists) made readable."""
+    fields = _pairs(entry)
+    master: int | None = None
+    replicas: list[int] = []
+    for raw_node in fields["nodes"]:
+        node = _pairs(raw_node)
+        if node.get("health") != "online":
+            continue
+        if node["role"] == "master":
+            master = int(node["port"])
+        else:
+            replicas.append(int(node["port"]))
+    return {"slots": [int(s) for s in fields["slots"]], "master": master, "replicas": replicas}
+
+
+def _pairs(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    return {str(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
