@@ -161,12 +161,7 @@ class LocalCluster:
 
     def owner(self, key: str) -> int:
         """Port of the master that owns ``key``'s slot (``key`` may be a channel)."""
-        slot = key_slot(key.encode())
-        for shard in self.shards():
-            ranges = shard["slots"]
-            if any(ranges[i] <= slot <= ranges[i + 1] for i in range(0, len(ranges), 2)):
-                return int(shard["master"])
-        raise RuntimeError(f"no master owns slot {slot}")
+        return self.owner_of_slot(key_slot(key.encode()))
 
     def node(self, port: int) -> Node:
         return next(node for node in self.nodes if node.port == port)
@@ -268,6 +263,33 @@ class LocalCluster:
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
         )  # fmt: skip
         self.wait_healthy()
+
+    def migrate_slot(self, slot: int, target: int) -> None:
+        """Move one slot (and its keys) to master ``target``, as ``reshard`` does
+        slot by slot: IMPORTING/MIGRATING, MIGRATE the keys, SETSLOT NODE."""
+        source = self.owner_of_slot(slot)
+        if source == target:
+            return
+        ids = {port: self._node_id(port) for port in self.master_ports()}
+        with self.node(source).client() as src, self.node(target).client() as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            for port in self.master_ports():
+                if port not in (source, target):
+                    with self.node(port).client() as other:
+                        other.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        self.wait_healthy()
+
+    def owner_of_slot(self, slot: int) -> int:
+        for shard in self.shards():
+            ranges = shard["slots"]
+            if any(ranges[i] <= slot <= ranges[i + 1] for i in range(0, len(ranges), 2)):
+                return int(shard["master"])
+        raise RuntimeError(f"no master owns slot {slot}")
 
     def _node_id(self, port: int) -> str:
         with self.node(port).client() as client:
