@@ -51,10 +51,21 @@ class Sink(Protocol):
     def resubscribed(self, channels: Sequence[str]) -> None: ...
 
 
+def room_tag(room: str) -> str:
+    """What goes between the braces of a room's keys and channel.
+
+    Redis hashes the text between the first ``{`` and the next ``}``; a room
+    whose name starts with ``}`` would make that empty, so that the whole key
+    is hashed and the room's keys and channel land in different slots. Such a
+    name gets a control character in front, which no room name can contain
+    (so the mapping stays one-to-one)."""
+    return "\x01" + room if room.startswith("}") else room
+
+
 def wire_name(channel: str) -> tuple[str, bool]:
     """The hub's channel name -> (the cluster's channel name, sharded?)."""
     if channel.startswith(ROOM_PREFIX):
-        return f"{ROOM_PREFIX}{{{channel[len(ROOM_PREFIX) :]}}}", True
+        return f"{ROOM_PREFIX}{{{room_tag(channel[len(ROOM_PREFIX) :])}}}", True
     return channel, False
 
 
@@ -108,8 +119,10 @@ class ShardedPubSub:
         server_id: str,
         *,
         timeout: float = 5.0,
-        on_topology: Callable[[Topology], None] | None = None,
+        on_change: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_change(masters_changed)`` is called when a link connects or breaks
+        and when the topology changes (``True`` when the set of masters did)."""
         if not seeds:
             raise ValueError("a cluster needs at least one seed node")
         self.seeds = tuple(seeds)
@@ -117,7 +130,7 @@ class ShardedPubSub:
         self.timeout = timeout
         self.topology: Topology | None = None
         self.topology_reads = 0
-        self._on_topology = on_topology
+        self._on_change = on_change
         self._sink: Sink | None = None
         self._nursery: trio.Nursery | None = None
         self._masters: dict[Address, _LinkState] = {}
@@ -128,6 +141,7 @@ class ShardedPubSub:
         self._unplaced: set[_Sub] = set()
         self._refresh = trio.Event()
         self._reason: str | None = "connecting"
+        self._masters_seen: list[Address] = []
 
     # -- status -----------------------------------------------------------------
 
@@ -279,9 +293,13 @@ class ShardedPubSub:
         classic = self._classic
         if classic.address is not None and classic.address not in topology.nodes:
             classic.scope.cancel()
-        if self._on_topology is not None:
-            self._on_topology(topology)
         self._place()
+        self._changed(masters != set(self._masters_seen))
+        self._masters_seen = sorted(masters)
+
+    def _changed(self, masters_changed: bool) -> None:
+        if self._on_change is not None:
+            self._on_change(masters_changed)
 
     def _wake_refresh(self) -> None:
         self._refresh.set()
@@ -314,6 +332,7 @@ class ShardedPubSub:
             backoff.reset()
             state.attempted.set()
             self._place()
+            self._changed(False)
             await self._pump(state, link)
         except BROKEN as exc:
             log.warning("pub/sub link to %s broken: %s", address_text(state.address), exc)
@@ -327,6 +346,7 @@ class ShardedPubSub:
             for sub in list(state.subs):
                 self._lose(sub)
             self._wake_refresh()
+            self._changed(False)
 
     async def _pump(self, state: _LinkState, link: Link) -> None:
         """Read and write ``link`` until it breaks; raises the first failure."""
