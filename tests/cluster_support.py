@@ -87,11 +87,13 @@ class LocalCluster:
         started = [self._spawn() for _ in range(count)]
         for node in started:
             self._wait_up(node)
-        subprocess.run(
-            [self._cli(), "--cluster", "create", *(n.address for n in started),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=DEADLINE,
-        )  # fmt: skip
+        self._cli_run(
+            "create",
+            *(n.address for n in started),
+            "--cluster-replicas",
+            str(self.replicas),
+            "--cluster-yes",
+        )
         self.wait_healthy(replicas=self.replicas)
 
     def stop(self) -> None:
@@ -100,6 +102,16 @@ class LocalCluster:
 
     def _cli(self) -> str:
         return str(Path(self.binary).with_name("redis-cli"))
+
+    def _cli_run(self, *args: str, timeout: float = DEADLINE) -> None:
+        """``redis-cli --cluster ...``; a failure says what redis-cli said."""
+        done = subprocess.run(
+            [self._cli(), "--cluster", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            output = done.stdout.decode(errors="replace")[-2000:]
+            raise RuntimeError(f"redis-cli --cluster {args[0]} failed: {output}")
 
     def _spawn(self) -> Node:
         port, bus_port = free_port(), free_port()
@@ -223,10 +235,7 @@ class LocalCluster:
         existing = self.node(self.master_ports()[0])
         node = self._spawn()
         self._wait_up(node)
-        subprocess.run(
-            [self._cli(), "--cluster", "add-node", node.address, existing.address],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=DEADLINE,
-        )  # fmt: skip
+        self._cli_run("add-node", node.address, existing.address)
         deadline = time.monotonic() + DEADLINE
         while not all(self._knows(other, node) for other in self._live()):
             if time.monotonic() > deadline:
@@ -246,22 +255,33 @@ class LocalCluster:
         """``redis-cli --cluster rebalance --cluster-use-empty-masters``: moves slots
         (and their keys) onto masters that have none."""
         anchor = self.node(self.master_ports()[0])
-        subprocess.run(
-            [self._cli(), "--cluster", "rebalance", anchor.address,
-             "--cluster-use-empty-masters", "--cluster-pipeline", "100"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-        )  # fmt: skip
+        self._cli_run(
+            "rebalance",
+            anchor.address,
+            "--cluster-use-empty-masters",
+            "--cluster-pipeline",
+            "100",
+            timeout=timeout,
+        )
         self.wait_healthy()
 
     def reshard(self, source: int, target: int, slots: int, timeout: float = 120.0) -> None:
         """Move ``slots`` slots from master ``source`` to master ``target``."""
         ids = {port: self._node_id(port) for port in (source, target)}
-        subprocess.run(
-            [self._cli(), "--cluster", "reshard", self.node(source).address,
-             "--cluster-from", ids[source], "--cluster-to", ids[target],
-             "--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "100"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-        )  # fmt: skip
+        self._cli_run(
+            "reshard",
+            self.node(source).address,
+            "--cluster-from",
+            ids[source],
+            "--cluster-to",
+            ids[target],
+            "--cluster-slots",
+            str(slots),
+            "--cluster-yes",
+            "--cluster-pipeline",
+            "100",
+            timeout=timeout,
+        )
         self.wait_healthy()
 
     def migrate_slot(self, slot: int, target: int) -> None:
