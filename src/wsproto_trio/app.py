@@ -45,6 +45,16 @@ R = TypeVar("R")
 
 
 def make_broker(settings: Settings) -> Broker:
+    if settings.redis_cluster_nodes:
+        from .broker.cluster.broker import ClusterBroker
+
+        return ClusterBroker(
+            settings.redis_cluster_nodes,
+            settings.server_id,
+            settings.presence_ttl,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+        )
     if settings.redis_url is None:
         network = MemoryNetwork(
             history_size=settings.history_size, history_ttl=settings.history_ttl
