@@ -1,0 +1,97 @@
+"""The broker contract suite, run against ``ClusterBroker`` on a real local cluster.
+
+The tests are the ones of ``tests/integration/test_broker_contract.py``; only
+the ``pair`` differs: two cluster brokers on one cluster (started once for this
+module, as these tests do not change its shape), each test under a key prefix
+of its own so that no test sees another's presence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from wsproto_trio.broker.cluster.broker import ClusterBroker
+
+from ..cluster_support import LocalCluster
+from ..conftest import REDIS_MISSING
+from ..integration.test_broker_contract import (
+    MARK,
+    PRESENCE_TTL,
+    Pair,
+    Side,
+    test_deregister_removes_members_and_announces_left_room,
+    test_deregister_removes_the_server_from_servers,
+    test_join_returns_members_across_servers_and_announces,
+    test_leave_returns_true_then_false_and_announces_once,
+    test_members_rooms_and_servers_reflect_both_brokers,
+    test_publish_delivers_to_the_publisher_too_when_subscribed,
+    test_publish_reaches_subscribers_only,
+    test_resubscribe_after_unsubscribe_delivers_again,
+    test_status_is_connected_and_ready_once_running,
+    test_subscribe_is_idempotent,
+    test_unsubscribe_stops_delivery,
+)
+from ..support import wait_until
+
+__all__ = [
+    "test_deregister_removes_members_and_announces_left_room",
+    "test_deregister_removes_the_server_from_servers",
+    "test_join_returns_members_across_servers_and_announces",
+    "test_leave_returns_true_then_false_and_announces_once",
+    "test_members_rooms_and_servers_reflect_both_brokers",
+    "test_publish_delivers_to_the_publisher_too_when_subscribed",
+    "test_publish_reaches_subscribers_only",
+    "test_resubscribe_after_unsubscribe_delivers_again",
+    "test_status_is_connected_and_ready_once_running",
+    "test_subscribe_is_idempotent",
+    "test_unsubscribe_stops_delivery",
+]
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster() -> Iterator[LocalCluster]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(REDIS_MISSING)
+    with tempfile.TemporaryDirectory(prefix="wsproto-cluster-") as tmp:
+        cluster = LocalCluster(binary, Path(tmp))
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+@pytest.fixture
+def presence_ttl() -> float:
+    return PRESENCE_TTL
+
+
+@pytest.fixture
+async def pair(shared_cluster: LocalCluster, presence_ttl: float) -> AsyncIterator[Pair]:
+    prefix = f"wsproto-t{next(_prefixes)}:"
+    brokers = [
+        ClusterBroker(shared_cluster.seeds, name, presence_ttl=presence_ttl, prefix=prefix)
+        for name in ("a", "b")
+    ]
+    pair = Pair("redis-cluster", Side("a", brokers[0]), Side("b", brokers[1]), None)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(15):
+            for side in (pair.a, pair.b):
+                await nursery.start(side.broker.serve, side.sink)
+            await wait_until(lambda: all(s.broker.status().ready for s in (pair.a, pair.b)))
+            for side in (pair.a, pair.b):
+                await side.broker.subscribe(MARK)
+        try:
+            yield pair
+        finally:
+            nursery.cancel_scope.cancel()
