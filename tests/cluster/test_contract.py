@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from wsproto_trio.broker.cluster.broker import ClusterBroker
+from wsproto_trio.core import messages
 
 from ..cluster_support import LocalCluster
 from ..conftest import REDIS_MISSING
@@ -95,3 +96,34 @@ async def pair(shared_cluster: LocalCluster, presence_ttl: float) -> AsyncIterat
             yield pair
         finally:
             nursery.cancel_scope.cancel()
+
+
+# -- cluster only: writes lost in a failover ------------------------------------------
+
+
+async def test_a_stream_that_lost_seen_writes_takes_a_new_epoch(
+    pair: Pair, shared_cluster: LocalCluster
+) -> None:
+    """A promoted replica may lack the last messages its master accepted; their
+    offsets must not be given out again, so the stream starts a new epoch."""
+    broker = pair.a.broker
+    assert isinstance(broker, ClusterBroker)
+    channel = "room:lossy"
+    await broker.subscribe(channel)
+    template = messages.new_message("lossy", "u", "hi")
+    for _ in range(3):
+        top = await broker.publish_message(channel, template)
+    await wait_until(lambda: broker.seen.get(channel) == top)
+    meta, _ = broker.stream_keys(channel)
+
+    def roll_back() -> None:  # what an unreplicated tail looks like after promotion
+        with shared_cluster.cluster_client() as client:
+            client.hset(meta, "top", 1)
+
+    await trio.to_thread.run_sync(roll_back)
+    await broker.resync()
+    state = await broker.stream(channel, with_log=True)
+    assert state.position.epoch != top.epoch and state.position.offset == 0
+    assert state.log == ()
+    await broker.resync()  # nothing more to forget
+    assert (await broker.stream(channel, with_log=False)).position == state.position

@@ -104,6 +104,7 @@ class _LinkState:
     resubscriptions: int = 0
     reconnects: int = 0
     ever_connected: bool = False
+    failing: bool = False  # the last attempt failed: log the next failures quietly
 
     @property
     def connected(self) -> bool:
@@ -325,6 +326,7 @@ class ShardedPubSub:
         try:
             link = await Link.open(state.address, socket_timeout=self.timeout)
             state.link = link
+            state.failing = False
             if state.ever_connected:
                 state.reconnects += 1
                 log.info("pub/sub link to %s back", address_text(state.address))
@@ -335,7 +337,10 @@ class ShardedPubSub:
             self._changed(False)
             await self._pump(state, link)
         except BROKEN as exc:
-            log.warning("pub/sub link to %s broken: %s", address_text(state.address), exc)
+            quiet = state.link is None and state.failing
+            level = logging.DEBUG if quiet else logging.WARNING
+            log.log(level, "pub/sub link to %s broken: %s", address_text(state.address), exc)
+            state.failing = True
             if state.role == "classic":
                 self._classic_skip += 1
         finally:
@@ -497,3 +502,6 @@ class ShardedPubSub:
     @property
     def channels(self) -> list[str]:
         return sorted(self._subs)
+
+    def wants(self, channel: str) -> bool:
+        return channel in self._subs

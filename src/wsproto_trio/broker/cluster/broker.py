@@ -33,9 +33,10 @@ from redis.cluster import ClusterNode
 from redis.retry import Retry
 
 from ...core import messages
+from ...core.positions import Position
 from ...errors import BrokerUnavailable
 from .. import BrokerStatus, Listener
-from ..bridge import Script
+from ..bridge import Script, log
 from ..redis import LEAVE, RedisBroker
 from .bridge import ShardedPubSub, ShardStats, room_tag, wire_name
 from .commands import ShardRouter
@@ -52,13 +53,36 @@ if existed then return 1 else return 0 end
 )
 
 
+# KEYS meta, log; ARGV epoch seen, offset seen, new epoch, ttl ms -> 1 if reset.
+# The stream's master lost writes that this server saw (a failover promoted a
+# replica that had not received them): its offsets would be given out again to
+# other messages. The history is lost, so the stream takes a new epoch.
+FORGET_LOST = Script(
+    """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'top')) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'top', 0)
+redis.call('DEL', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+)
+
+
 class _Forward:
-    """The bridge's sink: hands everything on to the broker's listener."""
+    """The bridge's sink: hands everything on to the broker's listener, noting
+    the highest position seen per stream on the way."""
 
     def __init__(self, broker: ClusterBroker) -> None:
         self._broker = broker
 
     def deliver(self, batch: Sequence[tuple[str, str]]) -> None:
+        seen = self._broker.seen
+        for channel, payload in batch:
+            if payload[:1].isdigit():
+                first = payload.find(" ")
+                second = payload.find(" ", first + 1)
+                seen[channel] = Position(int(payload[:first]), payload[first + 1 : second])
         listener = self._broker.listener
         if listener is not None:
             listener.deliver(batch)
@@ -87,6 +111,7 @@ class ClusterBroker(RedisBroker):
         if not nodes:
             raise ValueError("a cluster broker needs at least one seed node")
         self.nodes = tuple(nodes)
+        self.seen: dict[str, Position] = {}  # stream -> the latest position delivered here
         self.pubsub = ShardedPubSub(
             self.nodes, server_id, timeout=command_timeout, on_change=self._on_change
         )
@@ -163,6 +188,34 @@ class ClusterBroker(RedisBroker):
 
     async def _serve_pubsub(self, task_status: trio.TaskStatus[None]) -> None:
         await self.pubsub.serve(_Forward(self), task_status=task_status)
+
+    async def resync(self) -> None:
+        """After a failover as after a reconnect: first streams that lost writes
+        take a new epoch, then presence is made whole again."""
+        await self._forget_lost_writes()
+        await super().resync()
+
+    async def _forget_lost_writes(self) -> None:
+        """Compare each stream this server follows with what it has seen."""
+        seen = [(c, p) for c, p in self.seen.items() if self.pubsub.wants(c)]
+        self.seen = dict(seen)
+        if not seen:
+            return
+        results = await self.pipe.call_many(
+            [
+                FORGET_LOST.call(
+                    self.stream_keys(channel),
+                    position.epoch,
+                    position.offset,
+                    self._epoch_candidate(),
+                    self.history_ttl_ms,
+                )
+                for channel, position in seen
+            ]
+        )
+        lost = [channel for (channel, _), reset in zip(seen, results, strict=True) if reset]
+        if lost:
+            log.warning("failover lost the latest messages of %d streams; new epochs", len(lost))
 
     async def _renew(self) -> bool:
         assert self._listener is not None
