@@ -69,6 +69,18 @@ return 1
 )
 
 
+def _position(payload: str) -> Position | None:
+    """The position of ``"<offset> <epoch> <envelope>"``, read without copying the
+    envelope; ``None`` for a plain payload (an envelope, a ping number)."""
+    first = payload.find(" ", 0, 24)
+    if first <= 0 or not payload[:first].isdigit():
+        return None
+    second = payload.find(" ", first + 1, first + 34)
+    if second < 0:
+        return None
+    return Position(int(payload[:first]), payload[first + 1 : second])
+
+
 class _Forward:
     """The bridge's sink: hands everything on to the broker's listener, noting
     the highest position seen per stream on the way."""
@@ -79,10 +91,9 @@ class _Forward:
     def deliver(self, batch: Sequence[tuple[str, str]]) -> None:
         seen = self._broker.seen
         for channel, payload in batch:
-            if payload[:1].isdigit():
-                first = payload.find(" ")
-                second = payload.find(" ", first + 1)
-                seen[channel] = Position(int(payload[:first]), payload[first + 1 : second])
+            position = _position(payload)
+            if position is not None:
+                seen[channel] = position
         listener = self._broker.listener
         if listener is not None:
             listener.deliver(batch)
