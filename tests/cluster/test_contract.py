@@ -18,7 +18,9 @@ import pytest
 import trio
 
 from wsproto_trio.broker.cluster.broker import ClusterBroker
+from wsproto_trio.broker.cluster.topology import slot_of
 from wsproto_trio.core import messages
+from wsproto_trio.core.positions import Position
 
 from ..cluster_support import LocalCluster
 from ..conftest import REDIS_MISSING
@@ -121,6 +123,13 @@ async def test_a_stream_that_lost_seen_writes_takes_a_new_epoch(
             client.hset(meta, "top", 1)
 
     await trio.to_thread.run_sync(roll_back)
+    await broker.resync()  # no failover seen: nothing is checked
+    assert (await broker.stream(channel, with_log=False)).position == Position(1, top.epoch)
+    topology = broker.pubsub.topology
+    assert topology is not None
+    owner = topology.owner(slot_of(meta))
+    assert owner is not None
+    broker.suspect({owner})  # as a promotion does
     await broker.resync()
     state = await broker.stream(channel, with_log=True)
     assert state.position.epoch != top.epoch and state.position.offset == 0

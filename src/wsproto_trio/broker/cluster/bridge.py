@@ -143,6 +143,7 @@ class ShardedPubSub:
         self._refresh = trio.Event()
         self._reason: str | None = "connecting"
         self._masters_seen: list[Address] = []
+        self.promoted: set[Address] = set()  # masters new in the latest topology change
 
     # -- status -----------------------------------------------------------------
 
@@ -295,6 +296,7 @@ class ShardedPubSub:
         if classic.address is not None and classic.address not in topology.nodes:
             classic.scope.cancel()
         self._place()
+        self.promoted = masters.difference(self._masters_seen)
         self._changed(masters != set(self._masters_seen))
         self._masters_seen = sorted(masters)
 

@@ -40,7 +40,7 @@ from ..bridge import Script, log
 from ..redis import LEAVE, RedisBroker
 from .bridge import ShardedPubSub, ShardStats, room_tag, wire_name
 from .commands import ShardRouter
-from .topology import Address
+from .topology import Address, slot_of
 
 LEASE = Script(
     """
@@ -123,6 +123,7 @@ class ClusterBroker(RedisBroker):
             raise ValueError("a cluster broker needs at least one seed node")
         self.nodes = tuple(nodes)
         self.seen: dict[str, Position] = {}  # stream -> the latest position delivered here
+        self._suspects: set[Address] = set()  # new masters: they may lack acknowledged writes
         self.pubsub = ShardedPubSub(
             self.nodes, server_id, timeout=command_timeout, on_change=self._on_change
         )
@@ -192,8 +193,14 @@ class ClusterBroker(RedisBroker):
         if self._connected and self._reason == "connecting":
             self._reason = None
         if masters_changed:
-            self._resync = True
-            self._wake_presence.set()
+            self.suspect(self.pubsub.promoted)
+
+    def suspect(self, masters: set[Address]) -> None:
+        """``masters`` were promoted (or added): check the streams they hold
+        against what this server has seen, and re-register presence."""
+        self._suspects |= masters
+        self._resync = True
+        self._wake_presence.set()
 
     # -- tasks --------------------------------------------------------------------
 
@@ -207,12 +214,31 @@ class ClusterBroker(RedisBroker):
         await super().resync()
 
     async def _forget_lost_writes(self) -> None:
-        """Compare each stream this server follows with what it has seen."""
-        seen = [(c, p) for c, p in self.seen.items() if self.pubsub.wants(c)]
-        self.seen = dict(seen)
+        """Compare each stream this server follows on a new master with what it
+        has seen (a master that was already one lost nothing it acknowledged)."""
+        self.seen = {c: p for c, p in self.seen.items() if self.pubsub.wants(c)}
+        suspects, self._suspects = self._suspects, set()
+        topology = self.pubsub.topology
+        if not suspects or topology is None:
+            return
+        seen = [
+            (channel, position)
+            for channel, position in self.seen.items()
+            if topology.owner(slot_of(self.stream_keys(channel)[0])) in suspects
+        ]
         if not seen:
             return
-        results = await self.pipe.call_many(
+        try:
+            results = await self._forget(seen)
+        except BrokerUnavailable:
+            self._suspects |= suspects  # try again at the next resync
+            raise
+        lost = [channel for (channel, _), reset in zip(seen, results, strict=True) if reset]
+        if lost:
+            log.warning("failover lost the latest messages of %d streams; new epochs", len(lost))
+
+    async def _forget(self, seen: list[tuple[str, Position]]) -> list[int]:
+        return await self.pipe.call_many(
             [
                 FORGET_LOST.call(
                     self.stream_keys(channel),
@@ -224,9 +250,6 @@ class ClusterBroker(RedisBroker):
                 for channel, position in seen
             ]
         )
-        lost = [channel for (channel, _), reset in zip(seen, results, strict=True) if reset]
-        if lost:
-            log.warning("failover lost the latest messages of %d streams; new epochs", len(lost))
 
     async def _renew(self) -> bool:
         assert self._listener is not None
