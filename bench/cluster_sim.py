@@ -79,6 +79,11 @@ def model(args: argparse.Namespace, measured: dict[str, float]) -> dict[str, Any
         "storm_ssubscribe_per_server": storm_per_server,
         "storm_ssubscribe_total": storm_total,
         "storm_seconds_at_measured_rate": storm_total / rate if rate else None,
+        # RedisBroker.resync, which the cluster broker reuses, re-registers every
+        # local member (SADD, SADD, ENSURE) after a failover, not only the failed
+        # shard's: one member per room per server assumed.
+        "resync_commands_total": args.servers * args.rooms * 3,
+        "resync_commands_if_limited_to_the_shard": storm_total * 3,
         "chat_bus_messages_per_s": publish_bus,
         "chat_bus_bytes_per_s": publish_bus * args.message_bytes,
         "chat_deliveries_per_s": args.chat_rate * args.servers,
@@ -174,6 +179,10 @@ def table(result: dict[str, Any]) -> str:
         ("failover storm: time at the measured rate",
          "-" if result["storm_seconds_at_measured_rate"] is None
          else f"{result['storm_seconds_at_measured_rate']:.2f} s"),
+        ("failover: presence re-registration commands (all members)",
+         f"{result['resync_commands_total']:,}"),
+        ("  ... if limited to the failed shard's rooms",
+         f"{result['resync_commands_if_limited_to_the_shard']:,}"),
         ("chat: bus messages per second (classic PUBLISH to every node)",
          f"{result['chat_bus_messages_per_s']:,}"),
         ("chat: bus bytes per second", f"{result['chat_bus_bytes_per_s']:,}"),

@@ -136,3 +136,31 @@ async def test_a_stream_that_lost_seen_writes_takes_a_new_epoch(
     assert state.log == ()
     await broker.resync()  # nothing more to forget
     assert (await broker.stream(channel, with_log=False)).position == state.position
+
+
+async def test_members_a_promoted_master_lacks_are_put_back(
+    pair: Pair, shared_cluster: LocalCluster
+) -> None:
+    """Only the rooms on a promoted master are re-registered, and a member it
+    lost is added again and announced as a join."""
+    a = pair.a
+    assert isinstance(a.broker, ClusterBroker)
+    await a.join("kept", "u1")
+    await a.join("lossy2", "u2")
+    members_key = a.broker.members_key("lossy2")
+
+    def lose() -> None:
+        with shared_cluster.cluster_client() as client:
+            client.hdel(members_key, "u2")
+
+    await trio.to_thread.run_sync(lose)
+    topology = a.broker.pubsub.topology
+    assert topology is not None
+    owner = topology.owner(slot_of(members_key))
+    assert owner is not None
+    await pair.b.broker.subscribe("room:lossy2")
+    a.broker.suspect({owner})
+    await a.broker.resync()
+    assert sorted(await pair.b.broker.members("lossy2")) == ["u2"]
+    await wait_until(lambda: any("u2" in p for p in pair.b.sink.payloads("room:lossy2")))
+    assert sorted(await pair.b.broker.members("kept")) == ["u1"]

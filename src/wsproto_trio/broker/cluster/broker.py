@@ -23,7 +23,7 @@ writes, so presence is re-synchronised as after a reconnect.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 import redis.exceptions
@@ -37,7 +37,7 @@ from ...core.positions import Position
 from ...errors import BrokerUnavailable
 from .. import BrokerStatus, Listener
 from ..bridge import Script, log
-from ..redis import LEAVE, RedisBroker
+from ..redis import ENSURE, LEAVE, RedisBroker, member_value
 from .bridge import ShardedPubSub, ShardStats, room_tag, wire_name
 from .commands import ShardRouter
 from .topology import Address, slot_of
@@ -124,6 +124,7 @@ class ClusterBroker(RedisBroker):
         self.nodes = tuple(nodes)
         self.seen: dict[str, Position] = {}  # stream -> the latest position delivered here
         self._suspects: set[Address] = set()  # new masters: they may lack acknowledged writes
+        self._lease_lost = False
         self.pubsub = ShardedPubSub(
             self.nodes, server_id, timeout=command_timeout, on_change=self._on_change
         )
@@ -209,9 +210,53 @@ class ClusterBroker(RedisBroker):
 
     async def resync(self) -> None:
         """After a failover as after a reconnect: first streams that lost writes
-        take a new epoch, then presence is made whole again."""
+        take a new epoch, then presence is made whole again. After a failover
+        that spared this server's own keys, only the rooms on the promoted
+        masters are re-registered (a full resync is a command per member per
+        server, a storm on a big cluster)."""
+        suspects = set(self._suspects)
         await self._forget_lost_writes()
-        await super().resync()
+        topology = self.pubsub.topology
+        own = [self._key(k) for k in ("servers", "rooms", f"server:{self.server_id}:members")]
+        if (
+            self._lease_lost
+            or not suspects
+            or topology is None
+            or any(topology.owner(slot_of(key)) in suspects for key in own)
+        ):
+            await super().resync()
+            self._lease_lost = False
+            return
+        await self._reensure(
+            lambda room: topology.owner(slot_of(self.members_key(room))) in suspects
+        )
+        self._resync = False
+
+    async def _reensure(self, affected: Callable[[str], bool]) -> None:
+        """Put back (and announce) this server's members of the affected rooms
+        that a promoted master lacks."""
+        if self._listener is None:
+            return
+        members = [m for m in self._listener.local_members() if affected(m.room)]
+        if not members:
+            return
+        results = await self.pipe.call_many(
+            [
+                ENSURE.call(
+                    [self.members_key(m.room)],
+                    m.user,
+                    member_value(self.server_id, m),
+                    self.server_id,
+                    m.joined,
+                    self.wire(messages.room_channel(m.room)),
+                    self.publish_command,
+                )
+                for m in members
+            ]
+        )
+        added = sum(int(r) for r in results)
+        if added:
+            log.info("presence re-registered %d members after a failover", added)
 
     async def _forget_lost_writes(self) -> None:
         """Compare each stream this server follows on a new master with what it
@@ -262,6 +307,8 @@ class ClusterBroker(RedisBroker):
                 ("PEXPIRE", server_key, ttl_ms * 2),
             ]
         )
+        if not existed:
+            self._lease_lost = True  # reaped, or the lease's master lost it: resync all
         return bool(existed)
 
     async def _remove(self, room: str, user: str, owner: str) -> bool:
