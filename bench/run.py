@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-max", type=float, default=300000)
     p.add_argument("--sweep-fails", type=int, default=2, help="stop after N failing points")
     p.add_argument("--p99-limit", type=float, default=100.0, help="ms; saturation criterion")
+    p.add_argument(
+        "--cluster-masters", type=int, default=0,
+        help="add targets ours-cluster[-batched] on a Redis Cluster of N masters",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]
     targets = [t for t in args.targets.split(",") if t]
+    if args.cluster_masters:
+        from bench import cluster_bench
+
+        cluster_bench.register(args.cluster_masters)
     for name in scenarios:
         if name not in SCENARIOS:
             sys.exit(f"unknown scenario {name!r}; choose from {SCENARIOS}")
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         redis.stop()
         procs.stop_all()
+        if args.cluster_masters:
+            cluster_bench.stop()
 
     summary = report.summarize(runs)
     ratio_rows = report.ratios(summary)
