@@ -129,6 +129,9 @@ class LocalCluster:
              # A replica of a master that died a moment ago must be allowed to
              # take over however stale it thinks it is.
              "--cluster-replica-validity-factor", "0",
+             # As docs/deployment.md recommends: the other shards keep serving
+             # while one fails over.
+             "--cluster-require-full-coverage", "no",
              # CLUSTER SHARDS calls a replica "loading" until its replication
              # offset moves, which an idle master does at each replica ping.
              "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1",
