@@ -1,10 +1,8 @@
-"""The Quart-trio application: HTTP routes, and the websocket route at ASGI level.
+"""The Quart-trio application: HTTP routes and lifecycle.
 
 ``create_app(settings)`` builds an independent server (tests build several in one
-process). The websocket endpoint bypasses Quart's websocket wrapper and talks
-ASGI directly: per-frame overhead bounds fan-out speed, and the raw events give
-us subprotocol negotiation, handshake rejection (503/403) and close codes
-without another layer. Every other route is ordinary Quart.
+process). The websocket path is handed at ASGI level to
+``server.websocket.serve_websocket``; every other route is ordinary Quart.
 
 ``app`` at the bottom is what ``hypercorn wsproto_trio.app:app`` serves; it is
 configured from the environment.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -32,12 +29,10 @@ from .broker.memory import MemoryBroker
 from .config import Settings, from_env
 from .core import messages
 from .errors import BrokerUnavailable, ConfigError, ProtocolError, Unavailable
-from .logs import configure_logging, server_id_var
-from .server.connection import Connection, Receive, Send
+from .logs import configure_logging
 from .server.hub import Hub
 from .server.hypercorn_guard import guard_websocket_buffer
-
-log = logging.getLogger("wsproto_trio.app")
+from .server.websocket import serve_websocket
 
 WEBSOCKET_PATH = "/websockets"
 P = ParamSpec("P")
@@ -79,63 +74,6 @@ class Server(QuartTrio):
         self.hub.drain()
         await self.hub.deregister()
         self._hub_scope.cancel()
-
-
-async def serve_websocket(
-    settings: Settings, hub: Hub, scope: dict[str, Any], receive: Receive, send: Send
-) -> None:
-    server_id_var.set(settings.server_id)
-    # Defence in depth only: Hypercorn calls the app once the request head is
-    # in, so ``websocket.connect`` is already waiting here. The guard against a
-    # client that connects and stays silent is Hypercorn's keep_alive_timeout,
-    # set to HANDSHAKE_TIMEOUT in ``cli.hypercorn_config``.
-    with trio.move_on_after(settings.handshake_timeout) as handshake:
-        event = await receive()
-    if handshake.cancelled_caught or event["type"] != "websocket.connect":
-        return
-    refusal = _refusal(settings, hub, scope)
-    if refusal is not None:
-        status, reason = refusal
-        log.info("websocket refused with %d: %s", status, reason)
-        await _reject(scope, send, status, reason)
-        return
-    batched = messages.NDJSON_SUBPROTOCOL in scope.get("subprotocols", ())
-    await send(
-        {
-            "type": "websocket.accept",
-            "subprotocol": messages.NDJSON_SUBPROTOCOL if batched else None,
-        }
-    )
-    await Connection(settings, hub, batched=batched).run(receive, send)
-
-
-def _refusal(settings: Settings, hub: Hub, scope: dict[str, Any]) -> tuple[int, str] | None:
-    if hub.draining:
-        return 503, "server is shutting down"
-    if settings.max_connections and len(hub.connections) >= settings.max_connections:
-        return 503, "server is at MAX_CONNECTIONS"
-    if settings.allowed_origins:
-        origin = next(
-            (v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"origin"), None
-        )
-        if origin not in settings.allowed_origins:
-            return 403, f"origin {origin!r} is not allowed"
-    return None
-
-
-async def _reject(scope: dict[str, Any], send: Send, status: int, reason: str) -> None:
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = json.dumps({"error": reason}).encode()
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1013})
 
 
 class RoomConverter(PathConverter):
