@@ -94,7 +94,10 @@ async def run_server(settings: Settings, app: WsprotoApp | None = None) -> int:
     await serve(
         app, config, shutdown_trigger=partial(app.lifecycle.hypercorn_shutdown_trigger, config)
     )
-    return app.lifecycle.exit_status
+    status = app.lifecycle.exit_status
+    if status != 0:
+        log.warning("stopped (%s); exiting with status %d", app.lifecycle.reason, status)
+    return status
 
 
 def main(argv: list[str] | None = None) -> None:
