@@ -79,6 +79,9 @@ def create_app(
     app.settings = settings
     app.hub = Hub(settings.server_id, broker if broker is not None else make_broker(settings))
     app.lifecycle = Lifecycle(app.hub, settings.shutdown_timeout, role)
+    # Quart cancels its lifespan nursery (where the lifecycle runs) this long
+    # after the lifespan shutdown begins: let the one deadline govern instead.
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_timeout
     app.index_html = resources.files("wsproto_trio").joinpath("static/index.html").read_bytes()
     # Room names may hold any printable character, '/' included, even first:
     # match the whole remainder and keep '//' as it is.

@@ -21,11 +21,19 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from ..procs import HYPERCORN, WSPROTO_TRIO, clean_env, figure, next_of, spawn_with_env
-from ..support import Client, RedisProcess, free_port, open_client, open_server, settings_for
+from ..support import (
+    Client,
+    RedisProcess,
+    free_port,
+    open_client,
+    open_server,
+    settings_for,
+    wait_until,
+)
 
 SHUTDOWN_TIMEOUT = 4.0
 CLOSE_WITHIN = 1.0  # PROTOCOL.md section 6
-MAX_CLIENTS = 16  # enough for the kernel to spread clients over two workers
+MAX_CLIENTS = 64  # the kernel picks the accepting worker: enough to reach both
 
 
 def command_for(name: str, port: int) -> list[str]:
@@ -52,6 +60,9 @@ async def test_sigterm_closes_with_1001_leaves_presence_and_exits(
         trio.open_nursery() as clients,
     ):  # fmt: skip
         await doomed.wait_ready()
+        # /readyz answers from whichever worker accepts: wait until every
+        # worker holds its lease (and so can take clients) before connecting.
+        await wait_until(lambda: len(live_servers(redis_server)) == servers + 1, timeout=20)
         async with open_client(other.ws) as b:
             await b.join("shared")
             doomed_clients = await connect_until_spread(clients, doomed.ws, servers, redis_server)
@@ -103,8 +114,7 @@ async def test_sigterm_closes_with_1001_leaves_presence_and_exits(
             while (envelope := await b.receive(5))["message"]["type"] != "NewMessageReceived":
                 assert envelope["message"]["type"] != "LeftRoom", envelope
             assert room_owners(redis_server) == {b.user: "term-other"}
-            with redis_server.client() as redis:
-                assert redis.zrange("wsproto:servers", 0, -1) == ["term-other"]
+            assert live_servers(redis_server) == ["term-other"]
             for server_id in doomed_ids:
                 assert redis_server.key_list(f"wsproto:server:{server_id}*") == []
         clients.cancel_scope.cancel()
@@ -129,6 +139,12 @@ async def hold_client(url: str, *, task_status: trio.TaskStatus[Client]) -> None
     async with open_client(url) as client:
         task_status.started(client)
         await trio.sleep_forever()
+
+
+def live_servers(redis_server: RedisProcess) -> list[str]:
+    with redis_server.client() as redis:
+        servers: list[str] = redis.zrange("wsproto:servers", 0, -1)
+    return servers
 
 
 def room_owners(redis_server: RedisProcess) -> dict[str, str]:

@@ -112,7 +112,9 @@ def exit_now(status: int, why: str) -> NoReturn:
     connection leaving presence on a frozen Redis) cannot be cancelled, so
     nothing short of this bounds the exit.
     """
-    log.warning("%s; exiting now with status %d", why, status)
+    log.log(
+        logging.WARNING if status else logging.INFO, "%s; exiting now with status %d", why, status
+    )
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
