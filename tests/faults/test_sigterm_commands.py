@@ -20,7 +20,15 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from ..procs import HYPERCORN, WSPROTO_TRIO, clean_env, figure, next_of, spawn_with_env
+from ..procs import (
+    HYPERCORN,
+    WSPROTO_TRIO,
+    clean_env,
+    expect_closed_with,
+    figure,
+    next_of,
+    spawn_with_env,
+)
 from ..support import (
     Client,
     RedisProcess,
@@ -152,3 +160,31 @@ def room_owners(redis_server: RedisProcess) -> dict[str, str]:
     with redis_server.client() as redis:
         owners: dict[str, str] = redis.hgetall("wsproto:room:shared")
     return owners
+
+
+async def test_sigterm_under_hypercorn_with_frozen_redis_still_exits_by_the_deadline(
+    tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    """The one deadline holds in a Hypercorn worker too: 1001 at once, then the
+    presence clean-up waits on the frozen Redis until ``SHUTDOWN_TIMEOUT``, when
+    the worker exits (status 1, logged) and so does Hypercorn."""
+    port = free_port()
+    env = clean_env(REDIS_URL=redis_server.url, SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT))
+    async with spawn_with_env(
+        command_for("hypercorn-w1", port), tmp_path, "term-frozen-hyp", port, env
+    ) as doomed:
+        await doomed.wait_ready()
+        async with open_client(doomed.ws) as a:
+            await a.join("room")
+            assert redis_server.process is not None
+            redis_server.process.send_signal(signal.SIGSTOP)
+            try:
+                doomed.signal(signal.SIGTERM)
+                began = time.monotonic()
+                await expect_closed_with(a.ws, 1001, SHUTDOWN_TIMEOUT)
+                figure("sigterm_hypercorn_frozen_redis_1001_s", time.monotonic() - began)
+                await doomed.wait_exit(SHUTDOWN_TIMEOUT + 2 - (time.monotonic() - began))
+                figure("sigterm_hypercorn_frozen_redis_exit_s", time.monotonic() - began)
+                assert "did not finish within SHUTDOWN_TIMEOUT" in doomed.log()
+            finally:
+                redis_server.process.send_signal(signal.SIGCONT)
