@@ -108,9 +108,10 @@ def hypercorn_shutdown_event() -> _SharedEvent | None:
 def exit_now(status: int, why: str) -> NoReturn:
     """End the process at once: logs flushed, no clean-up awaited.
 
-    Only for the deadline and a second signal: shielded clean-up (a
-    connection leaving presence on a frozen Redis) cannot be cancelled, so
-    nothing short of this bounds the exit.
+    For the deadline and a second signal (shielded clean-up, such as a
+    connection leaving presence on a frozen Redis, cannot be cancelled, so
+    nothing short of this bounds the exit), and for a Hypercorn worker whose
+    stop Hypercorn does not know about (it offers an app no way to stop it).
     """
     log.log(
         logging.WARNING if status else logging.INFO, "%s; exiting now with status %d", why, status
@@ -134,27 +135,28 @@ class Lifecycle:
         self.drained = trio.Event()
         self._stop = trio.Event()
         self._scope = trio.CancelScope()
-        self._close_code = 1001
+        self.crashed = False
         self._hypercorn_event = hypercorn_shutdown_event() if role is Role.HYPERCORN else None
 
     @property
     def stopping(self) -> bool:
         return self.reason is not None
 
-    @property
-    def crashed(self) -> bool:
-        return self._close_code == CRASH_CLOSE_CODE
-
     def remaining(self) -> float:
         return max(0.0, self.deadline - trio.current_time())
 
-    def request_stop(self, reason: str, *, status: int = 0, code: int = 1001) -> None:
-        """Begin the stop (once; a later call only raises the exit status)."""
-        self.exit_status = max(self.exit_status, status)
+    def request_stop(self, reason: str, *, crashed: bool = False) -> None:
+        """Begin the stop (once; a later crash only sets the exit status).
+
+        ``crashed``: the server cannot go on (its hub died): clients get 1011
+        instead of 1001, and the process exits with status 1.
+        """
+        if crashed:
+            self.exit_status = 1
         if self.reason is not None:
             return
         self.reason = reason
-        self._close_code = code
+        self.crashed = crashed
         self.deadline = trio.current_time() + self.shutdown_timeout
         self._stop.set()
 
@@ -201,7 +203,7 @@ class Lifecycle:
     # -- the stop --------------------------------------------------------------
 
     async def _drain(self) -> None:
-        code = self._close_code
+        code = CRASH_CLOSE_CODE if self.crashed else 1001
         log.info(
             "shutting down (%s): closing %d connections with %d",
             self.reason, self.hub.connection_count, code,
@@ -256,7 +258,7 @@ class Lifecycle:
             crash = group
         log.error("the hub stopped: stopping the server", exc_info=crash)
         reason = "the hub stopped" if crash is None else f"hub crashed: {_first(crash)!r}"
-        self.request_stop(reason, status=1, code=CRASH_CLOSE_CODE)
+        self.request_stop(reason, crashed=True)
 
     async def _watch_signals(self, *, task_status: trio.TaskStatus[None]) -> None:
         if threading.current_thread() is not threading.main_thread():
