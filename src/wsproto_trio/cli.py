@@ -87,7 +87,10 @@ def hypercorn_config(settings: Settings) -> Config:
 
 
 async def run_server(settings: Settings, app: WsprotoApp | None = None) -> int:
-    """Serve until stopped; returns the exit status (``server.lifecycle`` says when)."""
+    """Serve until stopped; returns the exit status (``server.lifecycle`` says when).
+
+    ``app``, when given, must be built with ``Role.COMMAND`` (tests pass a test double).
+    """
     app = app if app is not None else create_app(settings, role=Role.COMMAND)
     config = hypercorn_config(settings)
     enable_heartbeat(config, settings)
