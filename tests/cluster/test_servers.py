@@ -19,7 +19,16 @@ from wsproto_trio.broker.cluster.bridge import wire_name
 
 from ..cluster_support import LocalCluster
 from ..procs import figure, next_of, spawn_server
-from ..support import Client, RunningServer, open_client, open_cluster, wait_until
+from ..support import (
+    Client,
+    RunningServer,
+    free_port,
+    open_client,
+    open_cluster,
+    open_server,
+    settings_for,
+    wait_until,
+)
 
 TOKEN = "cluster-admin"
 ROOMS = [f"room-{i}" for i in range(9)]
@@ -310,3 +319,17 @@ async def test_killed_server_is_reaped_within_presence_ttl(
                     expected = {"rooms": [{"room": r, "members": 1} for r in sorted(ROOMS)]}
                     assert (await s0.get("/api/rooms", TOKEN))[1] == expected
                     await wait_shardnumsub(redis_cluster, ROOMS, 1)
+
+
+async def test_a_server_starts_without_its_cluster_and_says_so() -> None:
+    """No node answers: the server starts, /healthz is 503 with a reason, and a
+    client's JoinRoom gets ``unavailable`` rather than a hung or closed socket."""
+    nowhere = (("127.0.0.1", free_port()),)
+    async with open_server(settings_for("lonely", redis_cluster_nodes=nowhere)) as server:
+        status, body = await server.get("/healthz")
+        assert status == 503, body
+        assert (await server.get("/readyz"))[0] == 503
+        async with open_client(server.ws) as client:
+            await client.send("chat-room", "JoinRoom", {"room": "r"})
+            error = await next_of(client, "Error", 20)
+            assert error["code"] == "unavailable"
