@@ -93,3 +93,23 @@ def test_position_of_a_payload(payload: str, position: Position | None) -> None:
 )
 def test_commands_are_routed_by_their_first_key(args: tuple[object, ...], key: str | None) -> None:
     assert first_key(args) == key
+
+
+def test_shard_metrics_render_one_sample_per_link() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from wsproto_trio.broker.cluster.bridge import ShardStats
+    from wsproto_trio.broker.cluster.metrics import ShardCollector
+
+    stats = [
+        ShardStats("10.0.0.1:7000", "master", True, 12, 3, 1),
+        ShardStats("10.0.0.2:7001", "classic", False, 3, 0, 0),
+    ]
+    registry = CollectorRegistry()
+    registry.register(ShardCollector(lambda: stats))
+    text = generate_latest(registry).decode()
+    assert 'wsproto_broker_shard_up{role="master",shard="10.0.0.1:7000"} 1.0' in text
+    assert 'wsproto_broker_shard_up{role="classic",shard="10.0.0.2:7001"} 0.0' in text
+    master = 'role="master",shard="10.0.0.1:7000"'
+    assert f"wsproto_broker_shard_resubscriptions_total{{{master}}} 3.0" in text
+    assert 'wsproto_broker_shard_subscriptions{role="master",shard="10.0.0.1:7000"} 12.0' in text
