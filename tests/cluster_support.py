@@ -84,9 +84,7 @@ class LocalCluster:
 
     def start(self) -> None:
         count = self.masters * (1 + self.replicas)
-        started = [self._spawn() for _ in range(count)]
-        for node in started:
-            self._wait_up(node)
+        started = [self._spawn_up() for _ in range(count)]
         self._cli_run(
             "create",
             *(n.address for n in started),
@@ -141,6 +139,21 @@ class LocalCluster:
         log.close()
         self.nodes.append(node)
         return node
+
+    def _spawn_up(self) -> Node:
+        """A node that is up. Free ports are picked, then bound by redis-server:
+        another process of the machine may take one in between, and then the
+        node exits at once; it is started again on other ports."""
+        for _ in range(3):
+            node = self._spawn()
+            try:
+                self._wait_up(node)
+                return node
+            except RuntimeError:
+                if node.alive:
+                    raise
+                self.nodes.remove(node)
+        raise RuntimeError("redis-server did not start on free ports three times")
 
     def _wait_up(self, node: Node) -> None:
         deadline = time.monotonic() + DEADLINE
@@ -236,8 +249,7 @@ class LocalCluster:
     def add_master(self) -> Node:
         """Start an empty node and join it to the cluster as a master without slots."""
         existing = self.node(self.master_ports()[0])
-        node = self._spawn()
-        self._wait_up(node)
+        node = self._spawn_up()
         self._cli_run("add-node", node.address, existing.address)
         deadline = time.monotonic() + DEADLINE
         while not all(self._knows(other, node) for other in self._live()):
