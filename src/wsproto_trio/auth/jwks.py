@@ -117,6 +117,7 @@ class JwksKeys:
         self._fetched_at = -math.inf  # last successful fetch
         self._tried_at = -math.inf  # last attempt, successful or not
         self._lock = trio.Lock()
+        self._error = "not fetched yet"  # why the last attempt failed
         self.fetches = 0  # attempts, for tests and metrics
 
     async def key(self, kid: str) -> VerificationKey | None:
@@ -134,7 +135,8 @@ class JwksKeys:
             if (kid not in self._keys or stale) and now - self._tried_at >= self._refetch_interval:
                 await self._refetch(now)
             if self._fetched_at == -math.inf:
-                raise KeysUnavailable("the JWKS could not be fetched yet; try again shortly")
+                every = f"{self._refetch_interval:g} s"
+                raise KeysUnavailable(f"no JWKS yet ({self._error}); retried at most every {every}")
             return self._keys.get(kid)
 
     async def _refetch(self, now: float) -> None:
@@ -146,6 +148,7 @@ class JwksKeys:
             document = await trio.to_thread.run_sync(self._fetch)
             keys = parse(document)
         except KeysUnavailable as exc:
+            self._error = str(exc)
             log.warning("%s (AUTH_JWKS_URL); keeping %d cached keys", exc, len(self._keys))
             return
         self._keys = keys
