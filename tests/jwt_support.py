@@ -15,16 +15,21 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import jwt
+import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from .support import DEADLINE, Client
 
 SECRET = "s3cret-" + "x" * 40  # 47 bytes: HS256 only (HS384 needs 48)
 OTHER_SECRET = "other-" + "y" * 40
@@ -166,3 +171,67 @@ def serve_jwks(document: dict[str, Any]) -> Iterator[JwksServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+# Websocket clients with tokens ----------------------------------------------------
+
+
+@dataclass
+class AuthClient:
+    """A ``support.Client`` and the ``Welcome`` it got (``sub``/``exp`` with auth on)."""
+
+    client: Client
+    welcome: dict[str, Any]
+
+    @property
+    def user(self) -> str:
+        return self.client.user
+
+
+def ws_url(base: str, token: str | None, query: str = "") -> str:
+    parts = [query] if query else []
+    if token is not None:
+        parts.append("token=" + urllib.parse.quote(token, safe=""))
+    return base + ("?" + "&".join(parts) if parts else "")
+
+
+@asynccontextmanager
+async def open_auth_client(
+    base: str, token: str | None = None, *, header: bool = False
+) -> AsyncIterator[AuthClient]:
+    """A client giving ``token`` in the query (default) or as ``Authorization: Bearer``."""
+    headers = [(b"authorization", f"Bearer {token}".encode())] if header and token else None
+    url = ws_url(base, None if header else token)
+    async with open_websocket_url(
+        url, extra_headers=headers, connect_timeout=DEADLINE, disconnect_timeout=DEADLINE
+    ) as ws:
+        client = Client(ws)
+        await client.send("session", "Hello")
+        earlier: list[dict[str, Any]] = []  # an Expiring due at once may come first
+        while (envelope := await client.receive())["message"]["type"] != "Welcome":
+            earlier.append(envelope)
+        client.pending[:0] = earlier
+        welcome: dict[str, Any] = envelope["message"]["contents"]
+        client.user = welcome["user"]
+        yield AuthClient(client, welcome)
+
+
+async def rejection(
+    base: str, token: str | None = None, *, header: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of a refused handshake (fails if it is accepted)."""
+    headers = [(b"authorization", f"Bearer {token}".encode())] if header and token else None
+    with trio.fail_after(DEADLINE):
+        try:
+            async with open_websocket_url(
+                ws_url(base, None if header else token),
+                extra_headers=headers,
+                connect_timeout=DEADLINE,
+                disconnect_timeout=DEADLINE,
+            ):
+                pass
+        except ConnectionRejected as exc:
+            body = json.loads(exc.body or b"{}")
+            assert isinstance(body, dict)
+            return exc.status_code, body
+    raise AssertionError("the handshake was accepted")
