@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from wsproto_trio.config import AuthSettings
 
 from ..jwt_support import (
     OTHER_SECRET,
+    PrivateKey,
     SECRET,
     claims,
     ec_key,
@@ -96,13 +97,14 @@ async def test_hmac_signed_with_the_public_key_is_refused() -> None:
     [("rsa", "RS256"), ("rsa", "PS256"), ("ec", "ES256"), ("ed", "EdDSA")],
 )
 async def test_public_key_kinds(kind: str, alg: str) -> None:
-    key = {"rsa": rsa_key, "ec": ec_key, "ed": ed_key}[kind]()
+    makers: dict[str, Callable[[], PrivateKey]] = {"rsa": rsa_key, "ec": ec_key, "ed": ed_key}
+    key = makers[kind]()
     async with auth_server(public_key=public_pem(key)) as server:
         token = signed(key, alg, claims(sub=f"{kind}-user"))
         for header in (False, True):
             async with open_auth_client(server.ws, token, header=header) as client:
                 assert client.welcome["sub"] == f"{kind}-user"
-        other = {"rsa": ec_key, "ec": ed_key, "ed": rsa_key}[kind]()
+        other = makers[{"rsa": "ec", "ec": "ed", "ed": "rsa"}[kind]]()
         other_alg = {"rsa": "ES256", "ec": "EdDSA", "ed": "RS256"}[kind]
         status, body = await rejection(server.ws, signed(other, other_alg))
         assert status == 401 and "not allowed" in body["error"]

@@ -173,7 +173,7 @@ async def test_expiry_closes_4001_and_members_elsewhere_get_left_room(
             with trio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
                 while True:
                     got.append(await alice.receive())
-            assert closed.value.reason.code == 4001
+            assert closed.value.reason is not None and closed.value.reason.code == 4001
             assert time.time() >= exp - 1  # at exp, not before (exp is whole seconds)
             kinds = [envelope["message"]["type"] for envelope in got]
             assert kinds.count("Expiring") == 1 and "JoinedRoom" in kinds, kinds
