@@ -17,8 +17,8 @@ from wsproto_trio.config import AuthSettings
 
 from ..jwt_support import (
     OTHER_SECRET,
-    PrivateKey,
     SECRET,
+    PrivateKey,
     claims,
     ec_key,
     ed_key,
