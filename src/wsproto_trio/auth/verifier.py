@@ -121,7 +121,7 @@ class Verifier:
             payload: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
-                algorithms=[alg],
+                algorithms=list(key.algorithms),
                 options=self._options,  # type: ignore[arg-type]  # a plain dict of known keys
                 audience=settings.audience,
                 issuer=settings.issuer,
