@@ -27,6 +27,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.routing import PathConverter
 
+from .auth.handshake import authenticate
+from .auth.verifier import Verifier
 from .broker import Broker
 from .broker.memory import MemoryBroker, MemoryNetwork
 from .config import Settings, from_env
@@ -66,11 +68,12 @@ class Server(QuartTrio):
 
     settings: Settings
     hub: Hub
+    verifier: Verifier | None  # None: authentication is off
     _hub_scope: trio.CancelScope
 
     async def asgi_app(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
-            await serve_websocket(self.settings, self.hub, scope, receive, send)
+            await serve_websocket(self.settings, self.hub, scope, receive, send, self.verifier)
         else:
             await super().asgi_app(scope, receive, send)
 
@@ -91,7 +94,12 @@ class Server(QuartTrio):
 
 
 async def serve_websocket(
-    settings: Settings, hub: Hub, scope: dict[str, Any], receive: Receive, send: Send
+    settings: Settings,
+    hub: Hub,
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    verifier: Verifier | None = None,
 ) -> None:
     server_id_var.set(settings.server_id)
     # Defence in depth only: Hypercorn calls the app once the request head is
@@ -108,6 +116,17 @@ async def serve_websocket(
         log.info("websocket refused with %d: %s", status, reason)
         await _reject(scope, send, status, reason)
         return
+    claims = None
+    if verifier is not None:
+        # Before any other check of the query: a client without a valid token
+        # learns nothing else about the server.
+        outcome = await authenticate(verifier, scope)
+        if isinstance(outcome, tuple):
+            status, reason = outcome
+            log.info("websocket refused with %d: %s", status, reason)
+            await _reject(scope, send, status, reason)
+            return
+        claims = outcome
     try:
         chat = messages.chat_recovery(scope.get("query_string", b"").decode("latin-1"))
     except ProtocolError as exc:
@@ -121,7 +140,8 @@ async def serve_websocket(
             "subprotocol": messages.NDJSON_SUBPROTOCOL if batched else None,
         }
     )
-    await Connection(settings, hub, batched=batched).run(receive, send, chat)
+    connection = Connection(settings, hub, batched=batched, claims=claims, verifier=verifier)
+    await connection.run(receive, send, chat)
 
 
 def _refusal(settings: Settings, hub: Hub, scope: dict[str, Any]) -> tuple[int, str] | None:
@@ -174,6 +194,8 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     app.url_map.converters["room"] = RoomConverter
     app.url_map.merge_slashes = False
     app.settings = settings
+    app.verifier = Verifier(settings.auth) if settings.auth is not None else None
+    api_identity: messages.Identity = {"sub": None} if settings.auth is not None else {}
     app.hub = Hub(settings.server_id, broker if broker is not None else make_broker(settings))
     hub = app.hub
     index_html = resources.files("wsproto_trio").joinpath("static/index.html").read_bytes()
@@ -266,7 +288,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
         except UnicodeDecodeError:
             return _json({"error": "body must be UTF-8 JSON"}, 400)
         try:
-            channel, message = _publication(raw)
+            channel, message = _publication(raw, api_identity)
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
         try:
@@ -345,8 +367,10 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     return app
 
 
-def _publication(raw: str) -> tuple[str, messages.Template]:
-    """Validate a ``POST /api/publish`` body; ``ValueError`` says what is wrong."""
+def _publication(raw: str, identity: messages.Identity) -> tuple[str, messages.Template]:
+    """Validate a ``POST /api/publish`` body; ``ValueError`` says what is wrong.
+
+    ``identity`` is ``{"sub": None}`` with authentication on: the API is nobody."""
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -357,11 +381,12 @@ def _publication(raw: str) -> tuple[str, messages.Template]:
     try:
         if channel == "chat":
             content = messages.require_text(body.get("content"), "'content'")
-            return messages.CHAT_CHANNEL, messages.new_message_received(content)
+            message = messages.new_message_received(content, identity=identity)
+            return messages.CHAT_CHANNEL, message
         if channel == "chat-room":
             room = messages.validate_room(body.get("room"))
             text = messages.require_text(body.get("message"), "'message'")
-            return messages.room_channel(room), messages.new_message(room, "api", text)
+            return messages.room_channel(room), messages.new_message(room, "api", text, identity)
     except ProtocolError as exc:
         raise ValueError(exc.detail) from None
     raise ValueError("'channel' must be 'chat' or 'chat-room'")

@@ -225,6 +225,7 @@ async def test_refresh_same_subject_narrower_rooms(redis_server: RedisProcess) -
         # Still in team-a, now under the new claims.
         await alice.send("chat-room", "SendMessage", {"room": "team-a", "message": "still here"})
         assert (await bob.expect("NewMessage"))["message"] == "still here"
+        assert (await alice.expect("NewMessage"))["message"] == "still here"
         assert await error_code(alice, "chat-room", "JoinRoom", {"room": "lobby"}) == "forbidden"
 
 
