@@ -173,7 +173,8 @@ async def test_expiry_closes_4001_and_members_elsewhere_get_left_room(
             with trio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
                 while True:
                     got.append(await alice.receive())
-            assert closed.value.reason is not None and closed.value.reason.code == 4001
+            reason = closed.value.reason
+            assert reason is not None and (reason.code, reason.reason) == (4001, "token expired")
             assert time.time() >= exp - 1  # at exp, not before (exp is whole seconds)
             kinds = [envelope["message"]["type"] for envelope in got]
             assert kinds.count("Expiring") == 1 and "JoinedRoom" in kinds, kinds
@@ -271,3 +272,19 @@ async def test_refresh_with_auth_off_is_unknown_type() -> None:
     async with open_server(settings_for("s0")) as server, open_auth_client(server.ws) as conn:
         code = await error_code(conn.client, "session", "Refresh", {"token": "x"})
         assert code == "unknown_type"
+
+
+async def test_member_records_on_the_memory_broker() -> None:
+    async with (
+        open_server(settings_for("s0", auth=AUTH)) as server,
+        open_auth_client(server.ws, hs_token(claims(sub="bob"))) as bob,
+        open_auth_client(server.ws, hs_token(claims(sub="al", info={"n": 1}))) as al,
+    ):
+        await bob.client.join("r")
+        await bob.client.expect("JoinedRoom")
+        await al.client.send("chat-room", "JoinRoom", {"room": "r"})
+        members = (await al.client.expect("MemberList"))["members"]
+        assert sorted(members, key=lambda m: str(m["sub"])) == [
+            {"user": al.user, "sub": "al", "info": {"n": 1}},
+            {"user": bob.user, "sub": "bob"},
+        ]

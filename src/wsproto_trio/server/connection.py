@@ -221,7 +221,10 @@ class Connection:
     async def _send_close(send: Send, code: int) -> None:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 1.0
-            await send({"type": "websocket.close", "code": code})
+            event: dict[str, Any] = {"type": "websocket.close", "code": code}
+            if code == CLOSE_TOKEN_EXPIRED:
+                event["reason"] = "token expired"
+            await send(event)
 
     async def _write(self, send: Send) -> None:
         """Send what is queued, in order; the only task that sends data frames.
