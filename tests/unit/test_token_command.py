@@ -93,3 +93,16 @@ def test_errors(capsys: pytest.CaptureFixture[str], argv: list[str], problem: st
 def test_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
     assert token_command.run(parse("--sub", "a"), {}) == 2
     assert "AUTH_JWT_SECRET is not set" in capsys.readouterr().err
+
+
+def test_cli_subcommand(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsproto_trio import cli
+
+    monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["token", "--sub", "alice", "--rooms", "team-*", "--ttl", "1h"])
+    assert exit_info.value.code == 0
+    payload = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])
+    assert payload["sub"] == "alice" and payload["rooms"] == ["team-*"]
