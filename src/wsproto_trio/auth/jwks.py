@@ -26,10 +26,11 @@ from urllib.request import url2pathname
 
 import trio
 from jwt import PyJWKClient
-from jwt.exceptions import PyJWKClientError
+from jwt.api_jwk import PyJWK
+from jwt.exceptions import PyJWKClientError, PyJWTError
 
 from ..errors import KeysUnavailable
-from .keys import VerificationKey, jwk_key
+from .keys import VerificationKey, algorithms_for
 
 log = logging.getLogger("wsproto_trio.auth")
 
@@ -94,6 +95,34 @@ def parse(document: Mapping[str, Any]) -> dict[str, VerificationKey]:
             continue
         keys[kid] = key
     return keys
+
+
+def jwk_key(data: dict[str, Any]) -> tuple[str, VerificationKey]:
+    """A JWKS entry as ``(kid, key)``; ``ValueError`` says why an entry is unusable.
+
+    The algorithms are those of the key's type, narrowed to its ``alg`` when it
+    names one (an ``alg`` its type does not allow makes the entry unusable).
+    """
+    kid = data.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise ValueError("it has no kid")
+    if data.get("use", "sig") != "sig":
+        raise ValueError(f"key {kid!r} is not a signing key (use {data.get('use')!r})")
+    if data.get("kty") == "oct":
+        raise ValueError(f"key {kid!r} is a symmetric (oct) key; a JWKS must hold public keys")
+    if "d" in data:
+        raise ValueError(f"key {kid!r} holds private material; refusing it")
+    try:
+        key = PyJWK(data).key
+    except PyJWTError as exc:
+        raise ValueError(f"key {kid!r}: {exc}") from None
+    algorithms = algorithms_for(key)
+    alg = data.get("alg")
+    if alg is not None:
+        if alg not in algorithms:
+            raise ValueError(f"key {kid!r}: alg {alg!r} does not fit its key type")
+        algorithms = (alg,)
+    return kid, VerificationKey(key, algorithms)
 
 
 class JwksKeys:

@@ -8,20 +8,19 @@ Rules (RFC 8725 section 2.1 and PROTOCOL.md section 8):
 - ``none`` is never allowed, nor HMAC with a public key (a JWKS ``oct`` key is
   refused: a published document cannot hold a secret);
 - RSA keys under 2048 bits are refused (NIST SP 800-131A).
+
+Only ``cryptography`` here, no PyJWT: ``config`` checks ``AUTH_JWT_PUBLIC_KEY``
+with it, and the sans-IO core (which reads settings) must not reach jwt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from jwt.algorithms import get_default_algorithms
-from jwt.api_jwk import PyJWK
-from jwt.exceptions import PyJWTError
 
 from ..errors import ConfigError
 
@@ -31,13 +30,12 @@ PublicKey = (
 MIN_RSA_BITS = 2048
 MAX_PEM_BYTES = 64 * 1024
 
-_SUPPORTED = frozenset(get_default_algorithms()) - {"none"}
 _HMAC = (("HS256", 32), ("HS384", 48), ("HS512", 64))
 _RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC = {
     "secp256r1": ("ES256",),
     "secp384r1": ("ES384",),
-    "secp521r1": ("ES512", "ES521"),  # PyJWT's ES521 is an alias of ES512
+    "secp521r1": ("ES512",),
     "secp256k1": ("ES256K",),
 }
 
@@ -56,7 +54,7 @@ class VerificationKey:
 
 def hmac_key(secret: str) -> VerificationKey:
     data = secret.encode("utf-8")
-    algorithms = tuple(name for name, size in _HMAC if len(data) >= size and name in _SUPPORTED)
+    algorithms = tuple(name for name, size in _HMAC if len(data) >= size)
     if not algorithms:
         raise ValueError("an HMAC secret must be at least 32 bytes")
     return VerificationKey(data, algorithms)
@@ -78,7 +76,7 @@ def algorithms_for(key: object) -> tuple[str, ...]:
         raise ValueError("an HMAC key is not a public key")
     else:
         raise ValueError(f"a {type(key).__name__} is not a public key JWTs are signed for")
-    return tuple(name for name in names if name in _SUPPORTED)
+    return names
 
 
 def public_key(pem: str) -> VerificationKey:
@@ -114,31 +112,3 @@ def load_public_key_file(variable: str, path: str) -> str:
     except ValueError as exc:
         raise ConfigError(variable, f"{path!r}: {exc}") from None
     return text
-
-
-def jwk_key(data: dict[str, Any]) -> tuple[str, VerificationKey]:
-    """A JWKS entry as ``(kid, key)``; ``ValueError`` says why an entry is unusable.
-
-    The algorithms are those of the key's type, narrowed to its ``alg`` when it
-    names one (an ``alg`` its type does not allow makes the entry unusable).
-    """
-    kid = data.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise ValueError("it has no kid")
-    if data.get("use", "sig") != "sig":
-        raise ValueError(f"key {kid!r} is not a signing key (use {data.get('use')!r})")
-    if data.get("kty") == "oct":
-        raise ValueError(f"key {kid!r} is a symmetric (oct) key; a JWKS must hold public keys")
-    if "d" in data:
-        raise ValueError(f"key {kid!r} holds private material; refusing it")
-    try:
-        key = PyJWK(data).key
-    except PyJWTError as exc:
-        raise ValueError(f"key {kid!r}: {exc}") from None
-    algorithms = algorithms_for(key)
-    alg = data.get("alg")
-    if alg is not None:
-        if alg not in algorithms:
-            raise ValueError(f"key {kid!r}: alg {alg!r} does not fit its key type")
-        algorithms = (alg,)
-    return kid, VerificationKey(key, algorithms)
