@@ -16,8 +16,10 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from wsproto_trio.broker.cluster.bridge import wire_name
+from wsproto_trio.config import AuthSettings
 
 from ..cluster_support import LocalCluster
+from ..jwt_support import SECRET, claims, hs_token, open_auth_client
 from ..procs import figure, next_of, spawn_server
 from ..support import (
     Client,
@@ -333,3 +335,32 @@ async def test_a_server_starts_without_its_cluster_and_says_so() -> None:
             await client.send("chat-room", "JoinRoom", {"room": "r"})
             error = await next_of(client, "Error", 20)
             assert error["code"] == "unavailable"
+
+
+async def test_identity_fields_cross_shards_with_authentication(
+    redis_cluster: LocalCluster,
+) -> None:
+    """Section 8 on a cluster: member records stored with presence on each
+    room's shard come back in MemberList, and sub rides on every envelope."""
+    auth = AuthSettings(secret=SECRET)
+    rooms = ROOMS[:3]  # on three different masters
+    assert len({redis_cluster.owner(wire(r)) for r in rooms}) == 3
+    async with (
+        servers(redis_cluster, auth=auth) as (s0, s1),
+        open_auth_client(s0.ws, hs_token(claims(sub="alice", info={"n": 1}))) as alice_conn,
+        open_auth_client(s1.ws, hs_token(claims(sub="bob"))) as bob_conn,
+    ):
+        alice, bob = alice_conn.client, bob_conn.client
+        for room in rooms:
+            await bob.send("chat-room", "JoinRoom", {"room": room})
+            await bob.expect("MemberList")
+            await bob.expect("JoinedRoom")
+            await alice.send("chat-room", "JoinRoom", {"room": room})
+            listing = await alice.expect("MemberList")
+            assert {m["sub"] for m in listing["members"]} == {"alice", "bob"}
+            assert (await alice.expect("JoinedRoom"))["info"] == {"n": 1}
+            assert (await bob.expect("JoinedRoom"))["sub"] == "alice"
+            await bob.send("chat-room", "SendMessage", {"room": room, "message": "hi"})
+            for client in (alice, bob):
+                message = await client.expect("NewMessage")
+                assert (message["sub"], message["room"]) == ("bob", room)
