@@ -63,6 +63,10 @@ async def test_chat_pings_and_rooms_across_two_servers(redis_cluster: LocalClust
     async with servers(redis_cluster) as (s0, s1):
         status, health = await s0.get("/healthz")
         assert status == 200, health
+        status, text = await s0.get("/metrics")
+        up = [line for line in text.splitlines() if line.startswith("wsproto_broker_shard_up{")]
+        assert status == 200 and len(up) == 4, text  # a link per master, and the classic one
+        assert all(line.endswith(" 1.0") for line in up), up
         async with open_client(s0.ws) as a, open_client(s1.ws) as b:
             await b.send("chat", "SubmitMessage", "hello")
             for client in (a, b):

@@ -1,9 +1,9 @@
 """PROTOCOL.md section 4 crash rule: servers killed with SIGKILL or paused with SIGSTOP.
 
 Real ``wsproto-trio serve`` processes with ``PRESENCE_TTL=1.5s`` share one real
-Redis. The lease design is in ``presence.py``: every server renews its lease
-every TTL/3 and reaps lapsed ones in one Lua script, so a dead server's members
-are gone within TTL + TTL/3 and exactly one survivor announces each ``LeftRoom``.
+Redis. The lease design is in ``core/presence.py``: every server renews a lease
+of 3/4 TTL every TTL/4 and reaps lapsed ones as often, so a dead server's members
+are gone within TTL and exactly one survivor announces each ``LeftRoom``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from ..procs import collect, figure, next_of, spawn_server
 from ..support import Client, RedisProcess, open_client, unpositioned
 
 TTL = 1.5
-# A lease lapses at most TTL after its last renewal, and a survivor looks every
-# TTL/3; the margin covers process scheduling on a loaded machine.
-VANISH_DEADLINE = TTL * 4 / 3 + 1.5
+# A lease lapses 3/4 TTL after its last renewal, and a survivor looks every
+# TTL/4: within TTL. The margin covers process scheduling on a loaded machine.
+VANISH_DEADLINE = TTL + 1.5
 ROOM = "crash-room"
 
 

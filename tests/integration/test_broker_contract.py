@@ -286,7 +286,7 @@ async def test_members_rooms_and_servers_reflect_both_brokers(pair: Pair) -> Non
     await wait_until_async(lambda: servers_are({"a": 1, "b": 5}))
 
 
-# A long lease: a running Redis broker renews (and so re-registers) every ttl / 3.
+# A long lease: a running Redis broker renews (and so re-registers) every ttl / 4.
 @pytest.mark.parametrize("presence_ttl", [60.0])
 async def test_deregister_removes_members_and_announces_left_room(pair: Pair) -> None:
     for room in ("r", "s"):

@@ -59,12 +59,12 @@ async def test_crashed_memory_broker_is_reaped_after_its_lease(
         await doomed.join(member("r", "u1"), with_log=False)
         crashed_at = trio.current_time()
         crash.cancel()  # no deregister: a crash
-        await trio.sleep(TTL * 0.9)
+        await trio.sleep(TTL * 0.5)
         assert await survivor.members("r") == ["u1"]  # the lease still holds
         while await survivor.members("r"):
             await trio.sleep(0.5)
         waited = trio.current_time() - crashed_at
-        assert TTL <= waited <= TTL * 4 / 3 + 1
+        assert waited <= TTL  # PROTOCOL.md section 4: within PRESENCE_TTL
         assert sink.payloads.count(messages.left_room("r", "u1")) == 1
         assert await survivor.servers() == {"a": 0}
         nursery.cancel_scope.cancel()

@@ -8,7 +8,7 @@ network of its own.
 It keeps the same rules as the Redis broker: streams with positions, the latest
 ``history_size`` messages, expiry ``history_ttl`` after a stream's last message
 (its epoch then changes), and presence with leases: a broker renews its lease
-every ``presence_ttl / 3`` while it serves, and reaps the members of brokers
+every ``tick_seconds(presence_ttl)`` while it serves, and reaps the members of brokers
 whose lease lapsed (a broker whose task was cancelled without ``deregister``
 is a crashed server).
 """
@@ -24,7 +24,7 @@ import trio
 from ..core import messages
 from ..core.messages import Template
 from ..core.positions import Position, StreamState, frame
-from ..core.presence import PresenceTable
+from ..core.presence import PresenceTable, lease_seconds, tick_seconds
 from . import BrokerStatus, Joined, Listener, Member
 
 
@@ -129,7 +129,7 @@ class MemoryBroker:
             self._renew()
             task_status.started()
             while True:
-                await trio.sleep(self.presence_ttl / 3)
+                await trio.sleep(tick_seconds(self.presence_ttl))
                 if self._deregistered:
                     continue
                 if not self._renew():
@@ -151,7 +151,7 @@ class MemoryBroker:
     def _renew(self) -> bool:
         count = self._listener.connection_count if self._listener is not None else 0
         return self.network.presence.renew(
-            self.server_id, trio.current_time(), self.presence_ttl, count
+            self.server_id, trio.current_time(), lease_seconds(self.presence_ttl), count
         )
 
     def _reregister(self) -> None:

@@ -29,6 +29,7 @@ from ..core import messages
 from ..core.backoff import Backoff
 from ..core.messages import Template
 from ..core.positions import Position, StreamState
+from ..core.presence import lease_seconds, tick_seconds
 from ..errors import BrokerUnavailable
 from . import BrokerStatus, Joined, Listener, Member, scripts
 from .bridge import REDIS_ERRORS, CommandPipe, PubSubLink, Script, log
@@ -285,7 +286,7 @@ class RedisBroker:
 
     async def _serve_presence(self) -> None:
         """Renew this server's lease, resync after reconnects, reap dead servers."""
-        interval = self.presence_ttl / 3
+        interval = tick_seconds(self.presence_ttl)
         while True:
             self._wake_presence = trio.Event()
             if self._connected and self._listener is not None and not self._deregistered:
@@ -303,7 +304,7 @@ class RedisBroker:
 
     async def _renew(self) -> bool:
         assert self._listener is not None
-        ttl_ms = max(1, math.ceil(self.presence_ttl * 1000))
+        ttl_ms = max(1, math.ceil(lease_seconds(self.presence_ttl) * 1000))
         existed = await self.pipe.script(
             RENEW, [self._key("servers"), self._key(f"server:{self.server_id}")],
             self.server_id, ttl_ms, self._listener.connection_count,

@@ -2,8 +2,10 @@
 
 Rules (shared by both brokers; the Redis broker runs the same rules in Lua):
 - a member is ``(room, user)`` owned by one server; joining twice is a no-op;
-- each server holds a lease that it renews every ``ttl / 3``; a server whose
-  lease has lapsed is dead, and its members are reaped;
+- each server holds a lease of ``lease_seconds(ttl)`` (3/4 of ``PRESENCE_TTL``)
+  that it renews, and looks for lapsed leases, every ``tick_seconds(ttl)``
+  (1/4): a server that dies is reaped at most lease + one tick = ``PRESENCE_TTL``
+  after its last renewal, and a live one may miss two renewals in a row;
 - reaping removes the server's lease and members in one atomic step, so when
   several servers race to reap the same one exactly one of them gets the list
   of removed members (and announces ``LeftRoom`` for them) and the others get
@@ -17,6 +19,16 @@ Plain synchronous code; the in-memory broker uses it directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+def lease_seconds(presence_ttl: float) -> float:
+    """How long a renewal keeps a server alive."""
+    return presence_ttl * 0.75
+
+
+def tick_seconds(presence_ttl: float) -> float:
+    """How often a server renews its lease and reaps lapsed ones."""
+    return presence_ttl / 4
 
 
 @dataclass(slots=True)

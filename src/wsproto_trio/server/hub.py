@@ -73,6 +73,11 @@ class Hub:
         self.connections: dict[str, Recipient] = {}
         self.rooms: RoomTable[Recipient] = RoomTable()
         self.metrics = Metrics(self._live_metrics)
+        shard_stats = getattr(broker, "shard_stats", None)
+        if shard_stats is not None:  # the cluster broker: one sample set per shard
+            from ..broker.cluster.metrics import ShardCollector
+
+            self.metrics.registry.register(ShardCollector(shard_stats))
         self.draining = False
         self.started = time.monotonic()
         self._no_connections = trio.Event()

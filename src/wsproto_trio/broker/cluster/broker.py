@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from ...core import messages
 from ...core.positions import Position
+from ...core.presence import lease_seconds
 from ...errors import BrokerUnavailable
 from .. import BrokerStatus, Listener
 from ..bridge import Script, log
@@ -298,7 +299,7 @@ class ClusterBroker(RedisBroker):
 
     async def _renew(self) -> bool:
         assert self._listener is not None
-        ttl_ms = max(1, math.ceil(self.presence_ttl * 1000))
+        ttl_ms = max(1, math.ceil(lease_seconds(self.presence_ttl) * 1000))
         server_key = self._key(f"server:{self.server_id}")
         existed, _, _ = await self.pipe.call_many(
             [
