@@ -151,6 +151,7 @@ class Target:
     batched: bool
     workers: int = 1  # Hypercorn worker processes per server (ours-hypercorn only)
     history: int | None = None
+    src: str | None = None  # another checkout's src/ for ours (PYTHONPATH): before/after runs
 
     @property
     def ours(self) -> bool:
@@ -170,6 +171,8 @@ class Target:
             }
             if self.history is not None:
                 env["HISTORY_SIZE"] = str(self.history)
+            if self.src is not None:
+                env["PYTHONPATH"] = self.src
         if self.kind == "ours":
             env |= {"PORT": str(port), "SERVER_ID": server_id}
             return [str(VENV_BIN / "wsproto-trio"), "serve"], env

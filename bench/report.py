@@ -145,9 +145,12 @@ def issue_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
         "| system | " + " | ".join(c[0] for c in cols) + " |",
         "|---" * (len(cols) + 1) + "|",
     ]
-    for target, label in SYSTEMS:
+    labels = dict(SYSTEMS)
+    order = [t for t, _ in SYSTEMS] + sorted(ran - labels.keys())
+    for target in order:
         if target not in ran:
             continue
+        label = labels.get(target) or f"{labels.get(target.split('@')[0], target)} ({target})"
         cells = [_fmt(_get(summary, sc, target, key), f) for _, sc, key, f in cols]
         if _get(summary, "idle", target, "rss_per_conn_kb") is None:
             # bench/run.py runs idle for one framing mode only (nothing to batch).
@@ -215,6 +218,30 @@ def target_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
         lines.append(
             _verdict(0.0, not bad, "no message lost or reordered" + (f": {bad}" if bad else ""))
         )
+    return "\n".join(lines)
+
+
+def baseline_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Each target of ours against its '@base' twin: throughput, CPU, frames, memory, p99."""
+    keys = [
+        ("deliveries_per_s", "deliv/s"),
+        ("server_cpu_us_per_delivery", "us/deliv"),
+        ("envelopes_per_frame", "env/frame"),
+        ("rss_per_conn_kb", "KB/conn"),
+        ("lat_p99_ms", "p99"),
+    ]
+    lines = []
+    for scenario, by_target in summary.items():
+        for target, m in by_target.items():
+            base = by_target.get(f"{target}@base")
+            if base is None:
+                continue
+            parts = []
+            for key, label in keys:
+                a, b = m.get(key), base.get(key)
+                if a and b:
+                    parts.append(f"{label} {a / b:.2f}x")
+            lines.append(f"{scenario:<14} {target:<16} " + ", ".join(parts))
     return "\n".join(lines)
 
 

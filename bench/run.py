@@ -107,6 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--half-repeat", type=int, default=1, help="repetitions of each --half run")
     p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a src/ directory of other code (e.g. `git archive` of an older commit): every "
+        "target of ours gets a twin '<target>@base' running that code, interleaved with it",
+    )
+    p.add_argument(
         "--log-level",
         help="LOG_LEVEL for our servers (default: the server's own, INFO, which logs every "
         "inbound message as the prototype did)",
@@ -132,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in scenarios:
         if name not in SCENARIOS:
             sys.exit(f"unknown scenario {name!r}; choose from {SCENARIOS}")
+    if args.baseline_src is not None:
+        src = str(args.baseline_src.resolve())
+        for name in [t for t in targets if procs.TARGETS.get(t) and procs.TARGETS[t].ours]:
+            twin = dataclasses.replace(procs.TARGETS[name], name=f"{name}@base", src=src)
+            procs.TARGETS[twin.name] = twin
+            targets.insert(targets.index(name) + 1, twin.name)
     for name in targets:
         if name not in procs.TARGETS:
             sys.exit(f"unknown target {name!r}; choose from {sorted(procs.TARGETS)}")
@@ -212,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ratios (ours / ceiling, medians):")
     print(report.ratio_lines(ratio_rows) or "  (need ours and a ceiling in the same run)")
+    if args.baseline_src is not None:
+        print("\nafter / before (this code / --baseline-src, medians):")
+        print(report.baseline_lines(summary))
     print()
     print("issue 10 table (medians; markdown):")
     print(report.issue_table(summary))
