@@ -146,13 +146,18 @@ class CommandPipe:
         cancellation, shut the client's sockets so that it returns at once."""
         result: Any = None
         failure: Exception | None = None
+        returned = False
         async with trio.open_nursery() as nursery:
 
             async def interrupt_when_cancelled() -> None:
                 try:
                     await trio.sleep_forever()
                 except trio.Cancelled:
-                    self._client.connection_pool.disconnect()
+                    # Only a cancellation from outside: the watcher is cancelled
+                    # after every batch too, and reconnecting then would cost a
+                    # TCP connect per round trip.
+                    if not returned:
+                        self._client.connection_pool.disconnect()
                     raise
 
             nursery.start_soon(interrupt_when_cancelled)
@@ -161,6 +166,7 @@ class CommandPipe:
             except Exception as exc:  # re-raised below, outside the nursery's group
                 failure = exc
             finally:
+                returned = True
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
