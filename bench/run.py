@@ -113,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "target of ours gets a twin '<target>@base' running that code, interleaved with it",
     )
     p.add_argument(
+        "--src",
+        type=Path,
+        help="run ours from this src/ directory (PYTHONPATH) instead of the checkout's, e.g. "
+        "a snapshot, so that editing the code does not change a run in progress",
+    )
+    p.add_argument(
         "--log-level",
         help="LOG_LEVEL for our servers (default: the server's own, INFO, which logs every "
         "inbound message as the prototype did)",
@@ -138,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in scenarios:
         if name not in SCENARIOS:
             sys.exit(f"unknown scenario {name!r}; choose from {SCENARIOS}")
+    if args.src is not None:
+        for name, target in list(procs.TARGETS.items()):
+            if target.ours:
+                procs.TARGETS[name] = dataclasses.replace(target, src=str(args.src.resolve()))
     if args.baseline_src is not None:
         src = str(args.baseline_src.resolve())
         for name in [t for t in targets if procs.TARGETS.get(t) and procs.TARGETS[t].ours]:
