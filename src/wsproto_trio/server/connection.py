@@ -26,9 +26,9 @@ import trio
 from ..broker import Member
 from ..config import Settings
 from ..core import messages
-from ..core.messages import ChatRecovery
+from ..core.messages import ChatRecovery, Template
 from ..core.session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
-from ..errors import ProtocolError, RateLimited, UnsupportedFrame
+from ..errors import ProtocolError, RateLimited, Unavailable, UnsupportedFrame
 from ..logs import connection_id_var
 from ..metrics import out_channel
 
@@ -45,14 +45,17 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 _MAX_BATCH_CHARS = 64 * 1024  # bounds the transient join per frame per connection
+_PUBLISH_WINDOW = 64  # one connection's publications in flight before its reader waits
 
 
 class Connection:
     # Slots: an idle connection costs a few hundred bytes less.
     __slots__ = (
         "_cancel",
+        "_in_flight",
         "_out",
         "_queue",
+        "_window_open",
         "batched",
         "close_code",
         "hub",
@@ -79,6 +82,10 @@ class Connection:
         self.queued_chars = 0
         self.close_code: int | None = None
         self._cancel = trio.CancelScope()
+        # Publications handed to the broker and not yet answered, and the event
+        # the reader waits on when there are ``_PUBLISH_WINDOW`` of them.
+        self._in_flight = 0
+        self._window_open: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id}>"
@@ -267,7 +274,7 @@ class Connection:
             match action:
                 case Publish(channel, message):
                     self.hub.metrics.messages_in.labels(out_channel(channel)).inc()
-                    await self.hub.publish_message(channel, message)
+                    await self._publish(channel, message)
                 case Join(room, since, history):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
                     await self.hub.join(self, room, since, history)
@@ -279,3 +286,31 @@ class Connection:
                     self.offer(payload)
         except ProtocolError as exc:
             self.error(exc)
+
+    async def _publish(self, channel: str, message: Template) -> None:
+        """Hand ``message`` to the broker without waiting for its round trip.
+
+        The reader goes on with the next inbound message while this one is in
+        flight, so a burst from one client reaches the broker as one pipeline
+        (and its recipients as one wake-up) instead of one round trip each. The
+        broker keeps them in order (one command stream, FIFO); an ``unavailable``
+        still reaches the sender for each refused one, when its answer comes.
+        """
+        while self._in_flight >= _PUBLISH_WINDOW:
+            self._window_open = event = trio.Event()
+            await event.wait()
+        self._in_flight += 1
+        try:
+            await self.hub.submit_message(channel, message, self._published)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+
+    def _published(self, error: Unavailable | None) -> None:
+        """The broker's answer to one of ``_publish``'s messages (on the trio thread)."""
+        self._in_flight -= 1
+        event, self._window_open = self._window_open, None
+        if event is not None:
+            event.set()
+        if error is not None:
+            self.error(error)
