@@ -18,7 +18,7 @@ import trio
 from hypercorn.trio import serve
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from wsproto_trio.app import Server, create_app
+from wsproto_trio.app import WsprotoApp, create_app
 from wsproto_trio.broker import Broker
 from wsproto_trio.cli import hypercorn_config
 from wsproto_trio.config import RateLimit, Settings
@@ -112,7 +112,7 @@ def settings_for(server_id: str, redis_url: str | None = None, **changes: Any) -
 
 @dataclass
 class RunningServer:
-    app: Server
+    app: WsprotoApp
     http: str  # http://127.0.0.1:PORT
 
     @property

@@ -452,7 +452,6 @@ class Hub:
     async def _leave(self, connection: Recipient, room: str, *, acknowledge: bool) -> None:
         member = connection.member(room)
         last = self.rooms.remove(room, connection)
-        connection.forget(room)
         if acknowledge:
             connection.offer(member.left)
         try:
