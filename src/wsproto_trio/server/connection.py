@@ -53,8 +53,9 @@ class Connection:
     __slots__ = (
         "_cancel",
         "_in_flight",
+        "_nursery",
         "_out",
-        "_queue",
+        "_send",
         "_window_open",
         "batched",
         "close_code",
@@ -74,10 +75,13 @@ class Connection:
         self.batched = batched
         self.session = Session(self.id, settings.server_id, settings.history_size)
         self.limiter = RateLimiter(settings.rate_limit, trio.current_time())
-        # The bounded channel from every producer to the writer. ``queued`` and
-        # ``queued_chars`` count envelopes not yet sent: in the channel, or taken
-        # by the writer and waiting for their turn.
-        self._out, self._queue = trio.open_memory_channel[str](settings.send_queue_size)
+        # The bounded channel from every producer to the writer, opened with the
+        # writer at the first offer: until then an idle connection holds neither
+        # (a few KB each). ``queued`` and ``queued_chars`` count envelopes not yet
+        # sent: in the channel, or taken by the writer and waiting for their turn.
+        self._out: trio.MemorySendChannel[str] | None = None
+        self._nursery: trio.Nursery | None = None  # where the writer runs, while ``run`` does
+        self._send: Send | None = None
         self.queued = 0
         self.queued_chars = 0
         self.close_code: int | None = None
@@ -111,6 +115,11 @@ class Connection:
         """Queue ``payload`` for the writer without blocking; overflow closes 1013."""
         if self.close_code is not None:
             return
+        out = self._out
+        if out is None:
+            out = self._start_writer()
+            if out is None:
+                return  # not running any more: nobody would send it
         size = len(payload)
         settings = self.settings
         if (
@@ -120,7 +129,7 @@ class Connection:
             self._overflow()
             return
         try:
-            self._out.send_nowait(payload)
+            out.send_nowait(payload)
         except trio.WouldBlock:
             self._overflow()
             return
@@ -130,6 +139,15 @@ class Connection:
             return
         self.queued += 1
         self.queued_chars += size
+
+    def _start_writer(self) -> trio.MemorySendChannel[str] | None:
+        """Open the queue and start the writer in the connection's nursery."""
+        nursery, send = self._nursery, self._send
+        if nursery is None or send is None:
+            return None
+        self._out, queue = trio.open_memory_channel[str](self.settings.send_queue_size)
+        nursery.start_soon(self._write, send, queue)
+        return self._out
 
     def _overflow(self) -> None:
         log.warning("slow consumer %s: queue full, closing with 1013", self.id)
@@ -163,16 +181,19 @@ class Connection:
         client_gone = False
         with self._cancel:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, send)
-                async with self.hub.connected(self, recovering_chat=chat is not None):
-                    try:
-                        if chat is not None:
-                            await self._recover_chat(chat)
-                        client_gone = await self._read(receive)
-                    finally:
-                        if not client_gone and self.close_code is not None:
-                            await self._send_close(send, self.close_code)
-                nursery.cancel_scope.cancel()
+                self._nursery, self._send = nursery, send
+                try:
+                    async with self.hub.connected(self, recovering_chat=chat is not None):
+                        try:
+                            if chat is not None:
+                                await self._recover_chat(chat)
+                            client_gone = await self._read(receive)
+                        finally:
+                            if not client_gone and self.close_code is not None:
+                                await self._send_close(send, self.close_code)
+                finally:
+                    self._nursery = self._send = None
+                    nursery.cancel_scope.cancel()
 
     async def _recover_chat(self, chat: ChatRecovery) -> None:
         try:
@@ -186,14 +207,15 @@ class Connection:
             scope.deadline = trio.current_time() + 1.0
             await send({"type": "websocket.close", "code": code})
 
-    async def _write(self, send: Send) -> None:
+    async def _write(self, send: Send, queue: trio.MemoryReceiveChannel[str]) -> None:
         """Send what is queued, in order; the only task that sends data frames.
 
         After each wake-up the writer takes everything already in the channel
         (``receive_nowait``), so a busy connection pays one scheduler round trip
         per burst rather than one per envelope.
         """
-        queue = self._queue
+        # Started by whichever task offered first (the hub's, often): name ours.
+        connection_id_var.set(self.id)
         async with queue:
             while True:
                 batch = [await queue.receive()]
