@@ -82,3 +82,18 @@ async def test_each_refused_publication_of_a_burst_gets_unavailable(
             await a.send("session", "Hello")
             assert (await a.expect("Welcome"))["user"] == a.user  # still open and served
             redis_server.start()
+
+
+async def test_a_leave_waits_for_the_publications_before_it(redis_server: RedisProcess) -> None:
+    async with open_cluster(redis_server.url, 1) as (server,):
+        async with open_client(server.ws) as a:
+            await a.join(ROOM)
+            sends = [
+                envelope("chat-room", "SendMessage", {"room": ROOM, "message": f"r{i}"})
+                for i in range(20)
+            ]
+            for text in [*sends, envelope("chat-room", "LeaveRoom", {"room": ROOM})]:
+                await a.ws.send_message(text)
+            got = await collect(a, {"NewMessage", "LeftRoom"}, 21)
+            assert [m["message"] for m in got["NewMessage"]] == [f"r{i}" for i in range(20)]
+            assert len(got["LeftRoom"]) == 1

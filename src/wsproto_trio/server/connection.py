@@ -357,6 +357,7 @@ class Connection:
                     await self.hub.join(self, room, since, history)
                 case Leave(room):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
+                    await self._settle()
                     await self.hub.leave(self, room)
                 case Reply(payload):
                     self.hub.metrics.messages_in.labels("session").inc()
@@ -385,6 +386,17 @@ class Connection:
         except BaseException:
             self._in_flight -= 1
             raise
+
+    async def _settle(self) -> None:
+        """Wait until every publication in flight has its answer.
+
+        A leave waits for it, so that what the client sent before ``LeaveRoom``
+        is published (and its echo on its way) before the ``LeftRoom`` ack is
+        queued, as when publications were awaited one at a time.
+        """
+        while self._in_flight:
+            self._window_open = event = trio.Event()
+            await event.wait()
 
     def _published(self, error: Unavailable | None) -> None:
         """The broker's answer to one of ``_publish``'s messages (on the trio thread)."""
