@@ -175,6 +175,7 @@ class Worker:
         self.conn = conn
         self.spec = spec
         self.scenario = spec.scenario
+        self.batched = spec.batched
         self.rng = random.Random(spec.seed * 1000 + spec.wid)
         self.pad = b"x" * spec.pad
         self.clients: list[WsClient] = []
@@ -188,7 +189,8 @@ class Worker:
     def _reset(self, phase: int) -> None:
         self.phase_tag = b"p%d" % phase
         self.lat = array("d")
-        self.received = self.stale = self.reorders = self.errors = self.sent = self.frames = 0
+        self.received = self.stale = self.reorders = self.errors = self.sent = 0
+        self.frames = self.envelopes = 0
         self.inflight = 0
         self.sending = False
         self.closed_in_phase = 0
@@ -208,6 +210,9 @@ class Worker:
     def on_text(self, c: WsClient, data: bytes) -> None:
         now = time.time()
         self.frames += 1
+        # Envelopes of every kind (not only the measured messages): an ndjson frame
+        # holds one more than it has newlines; a plain frame holds exactly one.
+        self.envelopes += data.count(b"\n") + 1 if self.batched else 1
         if self.joining and b"MemberList" in data:
             c.memberlists += data.count(b"MemberList")
             if c.joined is not None and c.memberlists >= len(c.rooms) and not c.joined.done():
@@ -475,6 +480,7 @@ class Worker:
             **self.poll(),
             "stale": self.stale,
             "frames": self.frames,
+            "envelopes": self.envelopes,
             "reorders": self.reorders,
             "errors": self.errors,
             "error_samples": self.error_samples,

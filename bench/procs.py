@@ -132,39 +132,53 @@ class Redis:
         _stop(self.proc)
 
 
+# Extra environment for every server of ours, set by run.py (e.g. LOG_LEVEL=WARNING);
+# empty by default so that ours runs with its default settings, INFO logging included.
+OURS_ENV: dict[str, str] = {}
+
+
 @dataclass(frozen=True)
 class Target:
-    """How to start one server of a target, and whether its clients ask for batched frames."""
+    """How to start one server of a target, and whether its clients ask for batched frames.
+
+    ``history`` is the ``HISTORY_SIZE`` given to ours (None: the server's default, 100).
+    The ceilings keep no history and assign no positions: they stay what they are, the
+    cost of the stack (and of Python) without any of our features.
+    """
 
     name: str
     kind: str  # "ours" | "ours-hypercorn" | "ceiling-asgi" | "ceiling-websockets"
     batched: bool
     workers: int = 1  # Hypercorn worker processes per server (ours-hypercorn only)
+    history: int | None = None
+    src: str | None = None  # another checkout's src/ for ours (PYTHONPATH): before/after runs
+
+    @property
+    def ours(self) -> bool:
+        return self.kind.startswith("ours")
 
     def command(
         self, port: int, redis_url: str, server_id: str
     ) -> tuple[list[str], dict[str, str]]:
-        if self.kind == "ours":
+        if self.ours:
             env = {
-                "PORT": str(port),
                 "REDIS_URL": redis_url,
-                "SERVER_ID": server_id,
+                # The bench's senders publish far above the default 100/s per
+                # connection, and a closed loop never needs a deeper queue than this.
                 "RATE_LIMIT": "1000000/s",
                 "SEND_QUEUE_SIZE": "4096",
-                # INFO logs every inbound message (the demo's behaviour); an
-                # operator at these rates runs WARNING, and so does the bench.
-                "LOG_LEVEL": "WARNING",
+                **OURS_ENV,
             }
+            if self.history is not None:
+                env["HISTORY_SIZE"] = str(self.history)
+            if self.src is not None:
+                env["PYTHONPATH"] = self.src
+        if self.kind == "ours":
+            env |= {"PORT": str(port), "SERVER_ID": server_id}
             return [str(VENV_BIN / "wsproto-trio"), "serve"], env
         if self.kind == "ours-hypercorn":
             # PROTOCOL.md 1's other way to start; with -w N every worker is its own server,
             # so each gets a random SERVER_ID rather than sharing one.
-            env = {
-                "REDIS_URL": redis_url,
-                "RATE_LIMIT": "1000000/s",
-                "SEND_QUEUE_SIZE": "4096",
-                "LOG_LEVEL": "WARNING",
-            }
             if self.workers == 1:
                 env["SERVER_ID"] = server_id
             cmd = [str(VENV_BIN / "hypercorn"), "--worker-class", "trio", "-w", str(self.workers)]
@@ -182,6 +196,8 @@ class Target:
 TARGETS: dict[str, Target] = {
     "ours": Target("ours", "ours", batched=False),
     "ours-batched": Target("ours-batched", "ours", batched=True),
+    "ours-h0": Target("ours-h0", "ours", batched=False, history=0),
+    "ours-batched-h0": Target("ours-batched-h0", "ours", batched=True, history=0),
     "ours-w2": Target("ours-w2", "ours-hypercorn", batched=False, workers=2),
     "ours-w2-batched": Target("ours-w2-batched", "ours-hypercorn", batched=True, workers=2),
     "ceiling-asgi": Target("ceiling-asgi", "ceiling-asgi", batched=False),
@@ -260,12 +276,16 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 
 def start_servers(
-    target: Target, redis_url: str, logdir: Path, tag: str, timeout: float = 30.0
+    target: Target,
+    redis_url: str,
+    logdir: Path,
+    tag: str,
+    timeout: float = 30.0,
+    ports: list[int] | None = None,
 ) -> list[Server]:
-    """Start the two servers of target on free ports and wait until /readyz answers 200."""
+    """Start the two servers of target (on ``ports``, or free ones) and wait for /readyz 200."""
     servers = []
-    for sid in ("a", "b"):
-        port = free_port()
+    for sid, port in zip(("a", "b"), ports or [free_port(), free_port()], strict=True):
         cmd, env = target.command(port, redis_url, f"bench-{sid}")
         log = logdir / f"{tag}-{sid}.log"
         servers.append(Server(f"bench-{sid}", port, spawn(cmd, env, log), log))
@@ -285,9 +305,13 @@ def start_servers(
     return servers
 
 
-def stop_servers(servers: list[Server]) -> None:
+def stop_servers(servers: list[Server]) -> list[int | None]:
+    """SIGTERM every server first, then wait for each: graceful stops overlap."""
     for s in servers:
-        s.stop()
+        if s.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(s.proc.pid, signal.SIGTERM)
+    return [s.stop() for s in servers]
 
 
 @dataclass

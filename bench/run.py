@@ -12,6 +12,7 @@ See bench/README.md for what every number means.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -26,15 +27,41 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import procs, report  # noqa: E402
-from bench.scenarios import Options, run_one, sweep_one  # noqa: E402
+from bench.scenarios import Options, fanout, run_one, sweep_one  # noqa: E402
 
 SCENARIOS = ("broadcast", "rooms", "idle", "ping")
-DEFAULT_TARGETS = ("ours", "ours-batched", "ceiling-asgi", "ceiling-websockets")
+DEFAULT_TARGETS = (
+    "ours",
+    "ours-batched",
+    "ours-h0",
+    "ours-batched-h0",
+    "ceiling-asgi",
+    "ceiling-asgi-batched",
+    "ceiling-websockets",
+)
 SWEEPABLE = ("broadcast", "rooms", "ping")
+HALF_SCENARIOS = ("broadcast", "rooms")
+# --quick: issue 10's sizes, a few minutes on 2 cores (see bench/README.md).
+QUICK = {
+    "scenarios": "broadcast,rooms,idle",
+    "clients": 100,
+    "rooms": 100,
+    "duration": 3.0,
+    "repeat": 3,
+    "idle_per_server": 2000,
+    "idle_repeat": 1,
+    "half": True,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="issue 10's quick sizes: broadcast,rooms,idle; 100 clients; 100 rooms x 4; "
+        "3 s x 3 repetitions; 2,000 idle per server; p99 at half of saturation",
+    )
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument(
         "--targets", default=",".join(DEFAULT_TARGETS), help=f"of {sorted(procs.TARGETS)}"
@@ -49,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--senders", type=int, default=4, help="broadcast: clients that publish")
     p.add_argument("--rooms", type=int, default=500, help="rooms: rooms of 4 members each")
     p.add_argument("--idle-per-server", type=int, default=5000, help="idle: connections per server")
+    p.add_argument(
+        "--idle-repeat", type=int, help="repetitions of idle (default: --repeat; --quick: 1)"
+    )
     p.add_argument(
         "--inflight", type=int, help="closed loop: messages outstanding (default per scenario)"
     )
@@ -67,7 +97,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cluster-masters", type=int, default=0,
         help="add targets ours-cluster[-batched] on a Redis Cluster of N masters",
     )  # fmt: skip
-    return p.parse_args(argv)
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="after the repetitions, an open-loop run of broadcast and rooms at half of each "
+        "target's median closed-loop deliveries/s (its saturation), for p99",
+    )
+    p.add_argument(
+        "--half-targets",
+        default="ours",
+        help="targets of the --half runs: 'ours' (every target of ours in the run), 'all', "
+        "or a comma-separated list",
+    )
+    p.add_argument("--half-repeat", type=int, default=1, help="repetitions of each --half run")
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a src/ directory of other code (e.g. `git archive` of an older commit): every "
+        "target of ours gets a twin '<target>@base' running that code, interleaved with it",
+    )
+    p.add_argument(
+        "--src",
+        type=Path,
+        help="run ours from this src/ directory (PYTHONPATH) instead of the checkout's, e.g. "
+        "a snapshot, so that editing the code does not change a run in progress",
+    )
+    p.add_argument(
+        "--log-level",
+        help="LOG_LEVEL for our servers (default: the server's own, INFO, which logs every "
+        "inbound message as the prototype did)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        defaults = p.parse_args([])
+        for key, value in QUICK.items():
+            if getattr(args, key) == getattr(defaults, key):
+                setattr(args, key, value)
+    return args
 
 
 def order_for(rep: int, targets: list[str]) -> list[str]:
@@ -86,6 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in scenarios:
         if name not in SCENARIOS:
             sys.exit(f"unknown scenario {name!r}; choose from {SCENARIOS}")
+    if args.src is not None:
+        for name, target in list(procs.TARGETS.items()):
+            if target.ours:
+                procs.TARGETS[name] = dataclasses.replace(target, src=str(args.src.resolve()))
+    if args.baseline_src is not None:
+        src = str(args.baseline_src.resolve())
+        for name in [t for t in targets if procs.TARGETS.get(t) and procs.TARGETS[t].ours]:
+            twin = dataclasses.replace(procs.TARGETS[name], name=f"{name}@base", src=src)
+            procs.TARGETS[twin.name] = twin
+            targets.insert(targets.index(name) + 1, twin.name)
     for name in targets:
         if name not in procs.TARGETS:
             sys.exit(f"unknown target {name!r}; choose from {sorted(procs.TARGETS)}")
@@ -107,16 +183,21 @@ def main(argv: list[str] | None = None) -> int:
         ping_streams=args.ping_streams,
         out=out,
     )
+    if args.log_level:
+        procs.OURS_ENV["LOG_LEVEL"] = args.log_level
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     redis = procs.Redis.start(out / "logs")
     runs: list[dict[str, Any]] = []
     sweeps: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.monotonic()
+    idle_reps = args.repeat if args.idle_repeat is None else args.idle_repeat
     try:
         for rep in range(args.repeat):
             for scenario in scenarios:
                 for name in order_for(rep, targets):
+                    if scenario == "idle" and (idle_twin(name, targets) or rep >= idle_reps):
+                        continue
                     print(f"[rep {rep + 1}/{args.repeat}] {scenario:<9} {name} ...", flush=True)
                     try:
                         r = run_one(procs.TARGETS[name], scenario, redis, opt, rep)
@@ -129,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     runs.append(r)
                     print("    " + one_line(r), flush=True)
+        if args.half:
+            runs += half_runs(args, scenarios, targets, runs, redis, opt)
         if args.sweep:
             for scenario in (s for s in scenarios if s in SWEEPABLE):
                 for name in targets:
@@ -161,6 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ratios (ours / ceiling, medians):")
     print(report.ratio_lines(ratio_rows) or "  (need ours and a ceiling in the same run)")
+    if args.baseline_src is not None:
+        print("\nafter / before (this code / --baseline-src, medians):")
+        print(report.baseline_lines(summary))
+    print()
+    print("issue 10 table (medians; markdown):")
+    print(report.issue_table(summary))
+    print()
+    print("issue 10 targets:")
+    print(report.target_lines(summary))
     trouble = report.problems(summary)
     if trouble:
         print("\nproblems seen (any repetition):\n" + trouble)
@@ -204,6 +296,63 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def idle_twin(name: str, targets: list[str]) -> str | None:
+    """The one-envelope-per-frame twin of a batched target, when it runs too.
+
+    An idle connection receives nothing to batch, so idle runs the twin only and the
+    report shows its figure for both.
+    """
+    twin = name.replace("-batched", "")
+    return twin if twin != name and twin in targets else None
+
+
+def half_runs(
+    args: argparse.Namespace,
+    scenarios: list[str],
+    targets: list[str],
+    runs: list[dict[str, Any]],
+    redis: procs.Redis,
+    opt: Options,
+) -> list[dict[str, Any]]:
+    """Open loop at half of each target's saturation (its median closed-loop deliveries/s).
+
+    Recorded as scenario ``<scenario>@50%``; the latency columns of those rows are service
+    latency at a load the target sustains, not the queueing delay of a closed loop.
+    """
+    if args.half_targets == "ours":
+        chosen = [t for t in targets if procs.TARGETS[t].ours]
+    elif args.half_targets == "all":
+        chosen = list(targets)
+    else:
+        chosen = [t for t in args.half_targets.split(",") if t in targets]
+    summary = report.summarize(runs)
+    out: list[dict[str, Any]] = []
+    for rep in range(args.half_repeat):
+        for scenario in (s for s in HALF_SCENARIOS if s in scenarios):
+            for name in order_for(rep, chosen):
+                m = summary.get(scenario, {}).get(name, {})
+                saturated, connected = m.get("deliveries_per_s"), m.get("connected")
+                if not saturated or not connected:
+                    continue
+                fan = fanout(scenario, int(connected))
+                half = dataclasses.replace(opt, rate=saturated / 2 / fan)
+                label = f"{scenario}@50%"
+                print(
+                    f"[half {rep + 1}/{args.half_repeat}] {label:<13} {name} at "
+                    f"{saturated / 2:,.0f} deliveries/s ...",
+                    flush=True,
+                )
+                try:
+                    r = run_one(procs.TARGETS[name], scenario, redis, half, 100 + rep)
+                except Exception as exc:
+                    r = {"target": name, "rep": rep, "problems": [repr(exc)]}
+                r["scenario"] = label
+                r["saturation_deliveries_per_s"] = saturated
+                out.append(r)
+                print("    " + one_line(r), flush=True)
+    return out
+
+
 def one_line(r: dict[str, Any]) -> str:
     """Progress line for one run, so a long bench shows where it is."""
     if "deliveries_per_s" not in r and "rss_per_conn_kb" not in r:
@@ -222,6 +371,10 @@ def one_line(r: dict[str, Any]) -> str:
         f"{r.get('rss_per_conn_kb') or 0:.1f} KB/conn",
         f"lg {r.get('loadgen_cpu_share') or 0:.0%}",
     ]
+    parts.append(
+        f"wall {r.get('wall_setup_s', 0):.1f}+{r.get('wall_load_s', 0):.1f}"
+        f"+{r.get('wall_stop_s', 0):.1f} s"
+    )
     if r.get("problems"):
         parts.append(f"problems: {r['problems']}")
     return ", ".join(parts)

@@ -185,6 +185,7 @@ def _phase(
     results = lg.call("result")
     received = sum(r["received"] for r in results)
     frames = sum(r["frames"] for r in results)
+    envelopes = sum(r["envelopes"] for r in results)
     if scenario == "ping":
         lat = ping_latencies(results)
     else:
@@ -206,7 +207,9 @@ def _phase(
         "received": received,
         "lost": max(0, expected - received),
         "drain_timed_out": drain_timed_out,
-        "envelopes_per_frame": received / frames if frames else None,
+        "frames": frames,
+        "envelopes": envelopes,
+        "envelopes_per_frame": envelopes / frames if frames else None,
         "reorders": sum(r["reorders"] for r in results),
         "stale": sum(r["stale"] for r in results),
         "errors": sum(r["errors"] for r in results),
@@ -247,18 +250,25 @@ def _setup(
 ) -> tuple[list[procs.Server], LoadGen, list[SetupSpec], dict[str, Any]]:
     """Fresh servers and connected (and joined) clients; RSS before and after connecting."""
     redis.command("FLUSHALL")
-    servers = procs.start_servers(target, redis.url, opt.out / "logs", tag)
+    # The load generator's processes start (and import) while the servers do.
+    ports = [procs.free_port(), procs.free_port()]
+    specs = build_specs(scenario, target, ports, opt, seed)
+    lg = LoadGen(specs)
+    try:
+        servers = procs.start_servers(target, redis.url, opt.out / "logs", tag, ports=ports)
+    except BaseException:
+        lg.close()
+        raise
     time.sleep(0.5)
     base = {s.name: s.rss() for s in servers}
-    specs = build_specs(scenario, target, [s.port for s in servers], opt, seed)
-    lg = LoadGen(specs)
     try:
         setup = lg.call("setup", timeout=600)
     except BaseException:
         lg.close()
         procs.stop_servers(servers)
         raise
-    time.sleep(2.0 if scenario == "idle" else 1.0)  # subscriptions settle, memory settles
+    # Memory settles (and, in rooms, every MemberList has come: subscriptions are in place).
+    time.sleep(2.0 if scenario == "idle" else 0.5)
     after = {s.name: s.rss() for s in servers}
     conns = sum(x["connected"] for x in setup)
     per_server = max(1, conns // 2)
@@ -301,7 +311,9 @@ def run_one(
 ) -> dict[str, Any]:
     """One repetition of one scenario against one target; returns a flat metrics dict."""
     tag = f"{scenario}-{target.name}-r{rep}"
+    t0 = time.monotonic()
     servers, lg, specs, info = _setup(target, scenario, redis, opt, tag, seed=rep)
+    t1 = time.monotonic()
     probe = Probe(servers, redis, lg)
     try:
         with procs.RssSampler(servers) as sampler:
@@ -324,9 +336,12 @@ def run_one(
                 )
         alive = [s.alive() for s in servers]
     finally:
+        t2 = time.monotonic()
         lg.close()
-        codes = [s.stop() for s in servers]
+        codes = procs.stop_servers(servers)
     m.update(info)
+    m["wall_setup_s"], m["wall_load_s"] = t1 - t0, t2 - t1
+    m["wall_stop_s"] = time.monotonic() - t2
     m["peak_rss_mb"] = max(sampler.peak.values()) / 2**20 if sampler.peak else None
     problems = _problems(info, m, target)
     if not all(alive):

@@ -429,3 +429,20 @@ async def test_history_is_bounded_and_expires(backend: Backend) -> None:
         assert again.position.offset == 0 and again.log == ()
         assert again.position.epoch != first[0].epoch
         nursery.cancel_scope.cancel()
+
+
+async def test_submitted_messages_keep_their_order_and_each_is_reported(pair: Pair) -> None:
+    for side in (pair.a, pair.b):
+        await side.broker.subscribe("chat")
+    reports: list[object] = []
+    texts = [f"s{i}" for i in range(50)]
+    for text in texts:  # queued back to back, no answer awaited in between
+        await pair.a.broker.submit_message("chat", chat_message(text), reports.append)
+    await wait_until(lambda: len(reports) == len(texts))
+    assert reports == [None] * len(texts)
+    for side in (pair.a, pair.b):
+        await wait_until(lambda side=side: len(side.sink.payloads("chat")) == len(texts))  # type: ignore[misc]
+        framed = side.sink.payloads("chat")
+        assert [int(f.split(" ", 1)[0]) for f in framed] == list(range(1, len(texts) + 1))
+        contents = [json.loads(f.split(" ", 2)[2])["message"]["contents"] for f in framed]
+        assert [c["content"] for c in contents] == texts

@@ -25,7 +25,7 @@ implies cannot disagree and a crash cannot separate them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,11 @@ import trio
 
 from ..core.messages import Template
 from ..core.positions import Position, StreamState
+from ..errors import BrokerUnavailable
+
+Published = Callable[[BrokerUnavailable | None], None]
+"""How ``submit_message`` reports: ``None`` when published, else the error. Must
+not block or raise."""
 
 
 class Listener(Protocol):
@@ -97,6 +102,13 @@ class PubSub(Protocol):
     async def publish_message(self, channel: str, message: Template) -> Position:
         """Give ``message`` the next position of ``channel``'s stream, keep it, and
         deliver it positioned. Returns its position."""
+
+    async def submit_message(self, channel: str, message: Template, done: Published) -> None:
+        """``publish_message`` without waiting for the broker's answer: returns once
+        ``message`` is queued behind everything this server queued before it
+        (so one caller's messages keep their order), and ``done`` gets ``None`` or
+        the ``BrokerUnavailable`` later, on the trio thread. Raises
+        ``BrokerUnavailable`` (and never calls ``done``) if it cannot be queued."""
 
     async def subscribe(self, channel: str) -> None:
         """Make this server receive ``channel``; returns once that is in effect.

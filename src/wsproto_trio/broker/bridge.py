@@ -76,12 +76,22 @@ class Script:
 _SCRIPTS: dict[str, Script] = {}
 
 
+Done = Callable[[Any, BrokerUnavailable | None], None]
+"""Called on the trio thread with a submitted command's result, or its error."""
+
+
 @dataclass(slots=True, eq=False)
 class _Call:
     args: tuple[Any, ...]
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
-    error: BaseException | None = None
+    error: BrokerUnavailable | None = None
+    then: Done | None = None  # ``submit``'s callback, instead of a waiter
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.then is not None:
+            self.then(self.result, self.error)
 
 
 class CommandPipe:
@@ -111,14 +121,14 @@ class CommandPipe:
             failure = BrokerUnavailable(f"redis unreachable: {exc}")
             for call in batch:
                 call.error = failure
-                call.done.set()
+                call.finish()
             return
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 call.error = BrokerUnavailable(f"redis error: {result}")
             else:
                 call.result = result
-            call.done.set()
+            call.finish()
 
     def _run_pipeline(self, batch: list[_Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -146,13 +156,18 @@ class CommandPipe:
         cancellation, shut the client's sockets so that it returns at once."""
         result: Any = None
         failure: Exception | None = None
+        returned = False
         async with trio.open_nursery() as nursery:
 
             async def interrupt_when_cancelled() -> None:
                 try:
                     await trio.sleep_forever()
                 except trio.Cancelled:
-                    self._client.connection_pool.disconnect()
+                    # Only a cancellation from outside: the watcher is cancelled
+                    # after every batch too, and reconnecting then would cost a
+                    # TCP connect per round trip.
+                    if not returned:
+                        self.interrupt()
                     raise
 
             nursery.start_soon(interrupt_when_cancelled)
@@ -161,10 +176,16 @@ class CommandPipe:
             except Exception as exc:  # re-raised below, outside the nursery's group
                 failure = exc
             finally:
+                returned = True
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
         return result
+
+    def interrupt(self) -> None:
+        """Shut the client's sockets, so that a worker thread blocked on them
+        returns at once (the pipe is being cancelled)."""
+        self._client.connection_pool.disconnect()
 
     async def call(self, *args: Any) -> Any:
         """One command through the pipe; ``BrokerUnavailable`` on any failure."""
@@ -192,6 +213,25 @@ class CommandPipe:
 
     async def script(self, script: Script, keys: Sequence[str], *args: Any) -> Any:
         return await self.call(*script.call(keys, *args))
+
+    async def submit(self, command: tuple[Any, ...], then: Done) -> None:
+        """Queue ``command`` behind everything queued before it and return without
+        waiting for its answer; ``then(result, error)`` gets it, on the trio thread,
+        once its round trip is over (it must not block or raise).
+
+        Lets one caller keep many commands in flight, in order, on the one
+        command stream. Waits only while the queue is full (backpressure), and
+        raises ``BrokerUnavailable`` if it stays full past the timeout or the
+        pipe has stopped; ``then`` is not called in that case.
+        """
+        call = _Call(command, then=then)
+        with trio.move_on_after(self._timeout * 2) as scope:
+            try:
+                await self._in.send(call)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise BrokerUnavailable("redis broker stopped") from None
+        if scope.cancelled_caught:
+            raise BrokerUnavailable("redis did not answer in time")
 
 
 class PubSubLink:

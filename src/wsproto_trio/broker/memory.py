@@ -25,7 +25,7 @@ from ..core import messages
 from ..core.messages import Template
 from ..core.positions import Position, StreamState, frame
 from ..core.presence import PresenceTable, lease_seconds, tick_seconds
-from . import BrokerStatus, Joined, Listener, Member
+from . import BrokerStatus, Joined, Listener, Member, Published
 
 
 @dataclass(slots=True)
@@ -184,6 +184,11 @@ class MemoryBroker:
         position, text = self.network.append(channel, message)
         self.network.publish(channel, frame(position, text))
         return position
+
+    async def submit_message(self, channel: str, message: Template, done: Published) -> None:
+        # In process there is no round trip to overlap: publish now, report at once.
+        await self.publish_message(channel, message)
+        done(None)
 
     async def stream(self, channel: str, *, with_log: bool) -> StreamState:
         await trio.lowlevel.checkpoint()

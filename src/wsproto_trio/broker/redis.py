@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from typing import Any
 
 import redis
 import redis.connection
@@ -31,7 +32,7 @@ from ..core.messages import Template
 from ..core.positions import Position, StreamState
 from ..core.presence import lease_seconds, tick_seconds
 from ..errors import BrokerUnavailable
-from . import BrokerStatus, Joined, Listener, Member, scripts
+from . import BrokerStatus, Joined, Listener, Member, Published, scripts
 from .bridge import REDIS_ERRORS, CommandPipe, PubSubLink, Script, log
 
 _SUBSCRIBE_TIMEOUT = 5.0
@@ -418,12 +419,21 @@ class RedisBroker:
         await self.pipe.call("PUBLISH", self.wire(channel), payload)
 
     async def publish_message(self, channel: str, message: Template) -> Position:
-        top, epoch = await self.pipe.script(
-            PUBLISH_MESSAGE, self.stream_keys(channel),
+        top, epoch = await self.pipe.call(*self._publish_message_command(channel, message))
+        return Position(int(top), epoch)
+
+    async def submit_message(self, channel: str, message: Template, done: Published) -> None:
+        def then(_result: Any, error: BrokerUnavailable | None) -> None:
+            done(error)
+
+        await self.pipe.submit(self._publish_message_command(channel, message), then)
+
+    def _publish_message_command(self, channel: str, message: Template) -> tuple[Any, ...]:
+        return PUBLISH_MESSAGE.call(
+            self.stream_keys(channel),
             self.wire(channel), message.head, message.tail, self._epoch_candidate(),
             self.history_ttl_ms, self.history_size, self._publish_command(channel),
         )  # fmt: skip
-        return Position(int(top), epoch)
 
     def _publish_command(self, channel: str) -> str:
         return self.publish_command if channel.startswith(messages.ROOM_PREFIX) else "PUBLISH"

@@ -30,7 +30,7 @@ from ..broker import Member
 from ..config import Settings
 from ..core import messages
 from ..core.claims import Claims
-from ..core.messages import ChatRecovery
+from ..core.messages import ChatRecovery, Template
 from ..core.session import (
     Join,
     Leave,
@@ -47,6 +47,7 @@ from ..errors import (
     ProtocolError,
     RateLimited,
     TokenRejected,
+    Unavailable,
     UnsupportedFrame,
 )
 from ..logs import connection_id_var
@@ -68,6 +69,7 @@ CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOKEN_EXPIRED = 4001
 _MAX_BATCH_CHARS = 64 * 1024  # bounds the transient join per frame per connection
+_PUBLISH_WINDOW = 64  # one connection's publications in flight before its reader waits
 
 
 class Connection:
@@ -75,8 +77,11 @@ class Connection:
     __slots__ = (
         "_cancel",
         "_expiry",
+        "_in_flight",
+        "_nursery",
         "_out",
-        "_queue",
+        "_send",
+        "_window_open",
         "batched",
         "close_code",
         "hub",
@@ -112,14 +117,21 @@ class Connection:
             )
             self._expiry.set(claims.exp)
         self.limiter = RateLimiter(settings.rate_limit, trio.current_time())
-        # The bounded channel from every producer to the writer. ``queued`` and
-        # ``queued_chars`` count envelopes not yet sent: in the channel, or taken
-        # by the writer and waiting for their turn.
-        self._out, self._queue = trio.open_memory_channel[str](settings.send_queue_size)
+        # The bounded channel from every producer to the writer, opened with the
+        # writer at the first offer: until then an idle connection holds neither
+        # (a few KB each). ``queued`` and ``queued_chars`` count envelopes not yet
+        # sent: in the channel, or taken by the writer and waiting for their turn.
+        self._out: trio.MemorySendChannel[str] | None = None
+        self._nursery: trio.Nursery | None = None  # where the writer runs, while ``run`` does
+        self._send: Send | None = None
         self.queued = 0
         self.queued_chars = 0
         self.close_code: int | None = None
         self._cancel = trio.CancelScope()
+        # Publications handed to the broker and not yet answered, and the event
+        # the reader waits on when there are ``_PUBLISH_WINDOW`` of them.
+        self._in_flight = 0
+        self._window_open: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id}>"
@@ -146,6 +158,11 @@ class Connection:
         """Queue ``payload`` for the writer without blocking; overflow closes 1013."""
         if self.close_code is not None:
             return
+        out = self._out
+        if out is None:
+            out = self._start_writer()
+            if out is None:
+                return  # not running any more: nobody would send it
         size = len(payload)
         settings = self.settings
         if (
@@ -155,7 +172,7 @@ class Connection:
             self._overflow()
             return
         try:
-            self._out.send_nowait(payload)
+            out.send_nowait(payload)
         except trio.WouldBlock:
             self._overflow()
             return
@@ -165,6 +182,15 @@ class Connection:
             return
         self.queued += 1
         self.queued_chars += size
+
+    def _start_writer(self) -> trio.MemorySendChannel[str] | None:
+        """Open the queue and start the writer in the connection's nursery."""
+        nursery, send = self._nursery, self._send
+        if nursery is None or send is None:
+            return None
+        self._out, queue = trio.open_memory_channel[str](self.settings.send_queue_size)
+        nursery.start_soon(self._write, send, queue)
+        return self._out
 
     def _overflow(self) -> None:
         log.warning("slow consumer %s: queue full, closing with 1013", self.id)
@@ -198,18 +224,21 @@ class Connection:
         client_gone = False
         with self._cancel:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, send)
+                self._nursery, self._send = nursery, send
                 if self._expiry is not None:
                     nursery.start_soon(self._expiry.serve)
-                async with self.hub.connected(self, recovering_chat=chat is not None):
-                    try:
-                        if chat is not None:
-                            await self._recover_chat(chat)
-                        client_gone = await self._read(receive)
-                    finally:
-                        if not client_gone and self.close_code is not None:
-                            await self._send_close(send, self.close_code)
-                nursery.cancel_scope.cancel()
+                try:
+                    async with self.hub.connected(self, recovering_chat=chat is not None):
+                        try:
+                            if chat is not None:
+                                await self._recover_chat(chat)
+                            client_gone = await self._read(receive)
+                        finally:
+                            if not client_gone and self.close_code is not None:
+                                await self._send_close(send, self.close_code)
+                finally:
+                    self._nursery = self._send = None
+                    nursery.cancel_scope.cancel()
 
     async def _recover_chat(self, chat: ChatRecovery) -> None:
         """The chat's ``Position`` and replay; without the broker, close with 1013.
@@ -233,14 +262,15 @@ class Connection:
                 event["reason"] = "token expired"
             await send(event)
 
-    async def _write(self, send: Send) -> None:
+    async def _write(self, send: Send, queue: trio.MemoryReceiveChannel[str]) -> None:
         """Send what is queued, in order; the only task that sends data frames.
 
         After each wake-up the writer takes everything already in the channel
         (``receive_nowait``), so a busy connection pays one scheduler round trip
         per burst rather than one per envelope.
         """
-        queue = self._queue
+        # Started by whichever task offered first (the hub's, often): name ours.
+        connection_id_var.set(self.id)
         async with queue:
             while True:
                 batch = [await queue.receive()]
@@ -321,12 +351,13 @@ class Connection:
             match action:
                 case Publish(channel, message):
                     self.hub.metrics.messages_in.labels(out_channel(channel)).inc()
-                    await self.hub.publish_message(channel, message)
+                    await self._publish(channel, message)
                 case Join(room, since, history):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
                     await self.hub.join(self, room, since, history)
                 case Leave(room):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
+                    await self._settle()
                     await self.hub.leave(self, room)
                 case Reply(payload):
                     self.hub.metrics.messages_in.labels("session").inc()
@@ -336,6 +367,45 @@ class Connection:
                     await self._refresh(token)
         except ProtocolError as exc:
             self.error(exc)
+
+    async def _publish(self, channel: str, message: Template) -> None:
+        """Hand ``message`` to the broker without waiting for its round trip.
+
+        The reader goes on with the next inbound message while this one is in
+        flight, so a burst from one client reaches the broker as one pipeline
+        (and its recipients as one wake-up) instead of one round trip each. The
+        broker keeps them in order (one command stream, FIFO); an ``unavailable``
+        still reaches the sender for each refused one, when its answer comes.
+        """
+        while self._in_flight >= _PUBLISH_WINDOW:
+            self._window_open = event = trio.Event()
+            await event.wait()
+        self._in_flight += 1
+        try:
+            await self.hub.submit_message(channel, message, self._published)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+
+    async def _settle(self) -> None:
+        """Wait until every publication in flight has its answer.
+
+        A leave waits for it, so that what the client sent before ``LeaveRoom``
+        is published (and its echo on its way) before the ``LeftRoom`` ack is
+        queued, as when publications were awaited one at a time.
+        """
+        while self._in_flight:
+            self._window_open = event = trio.Event()
+            await event.wait()
+
+    def _published(self, error: Unavailable | None) -> None:
+        """The broker's answer to one of ``_publish``'s messages (on the trio thread)."""
+        self._in_flight -= 1
+        event, self._window_open = self._window_open, None
+        if event is not None:
+            event.set()
+        if error is not None:
+            self.error(error)
 
     # -- authentication ----------------------------------------------------------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -389,6 +389,26 @@ class Hub:
             raise Unavailable(f"message not delivered: {exc}") from None
         self.metrics.publish_seconds.observe(time.perf_counter() - begin)
         return position
+
+    async def submit_message(
+        self, channel: str, message: Template, done: Callable[[Unavailable | None], None]
+    ) -> None:
+        """``publish_message`` without waiting for the broker's answer, so that one
+        connection keeps several in flight, in order (``Broker.submit_message``).
+        ``done`` gets ``None`` once published, or the ``Unavailable`` for the sender."""
+        begin = time.perf_counter()
+
+        def published(error: BrokerUnavailable | None) -> None:
+            if error is not None:
+                done(Unavailable(f"message not delivered: {error}"))
+                return
+            self.metrics.publish_seconds.observe(time.perf_counter() - begin)
+            done(None)
+
+        try:
+            await self.broker.submit_message(channel, message, published)
+        except BrokerUnavailable as exc:
+            raise Unavailable(f"message not delivered: {exc}") from None
 
     async def join(
         self,

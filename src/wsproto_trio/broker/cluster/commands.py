@@ -23,7 +23,7 @@ import redis
 import redis.exceptions
 import trio
 
-from ..bridge import REDIS_ERRORS, CommandPipe, _Call
+from ..bridge import REDIS_ERRORS, CommandPipe, Done, _Call
 from .topology import Address, Topology, slot_of
 
 _KEYLESS = frozenset({"PUBLISH", "PING", "TIME"})
@@ -63,30 +63,8 @@ class ShardPipe(CommandPipe):
             # redis-py tripping over a socket that we shut under it: not a bug of ours.
             raise redis.exceptions.ConnectionError("interrupted") from exc
 
-    async def _in_thread(self, work: Callable[[list[_Call]], list[Any]], batch: list[_Call]) -> Any:
-        # As CommandPipe's, with RedisCluster's way of shutting its sockets, and
-        # the thread's error raised as itself rather than inside a group.
-        result: Any = None
-        failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-
-            async def interrupt_when_cancelled() -> None:
-                try:
-                    await trio.sleep_forever()
-                except trio.Cancelled:
-                    self.close()
-                    raise
-
-            nursery.start_soon(interrupt_when_cancelled)
-            try:
-                result = await trio.to_thread.run_sync(work, batch)
-            except REDIS_ERRORS as exc:
-                failure = exc
-            finally:
-                nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        return result
+    def interrupt(self) -> None:
+        self.close()
 
     def close(self) -> None:
         self._interrupted = True
@@ -148,6 +126,11 @@ class ShardRouter(CommandPipe):
             self._pipes[owner] = pipe
             self._nursery.start_soon(pipe.serve)
         return pipe
+
+    async def submit(self, command: tuple[Any, ...], then: Done) -> None:
+        """On the master's pipe: one stream's publications keep their order (they
+        share a slot); different masters' run concurrently."""
+        await self._pipe_for(command).submit(command, then)
 
     async def call_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Each command on its master's pipe; commands for one master keep their
