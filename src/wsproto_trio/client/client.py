@@ -185,6 +185,13 @@ class Client:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._failure or Closed(None, "the client is closed") from None
 
+    def receive_nowait(self) -> Event:
+        """An event already received; raises ``trio.WouldBlock`` when there is none."""
+        try:
+            return self._events_out.receive_nowait()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._failure or Closed(None, "the client is closed") from None
+
     # -- what the application does --------------------------------------------------
 
     async def join(
@@ -603,7 +610,8 @@ async def open_client(
         # Strict nurseries wrap the body's own exception: give it back unwrapped.
         if body_error is not None:
             rest = group.subgroup(
-                lambda e: e is not body_error and not isinstance(e, trio.Cancelled)
+                lambda e: not isinstance(e, BaseExceptionGroup | trio.Cancelled)
+                and e is not body_error
             )
             if rest is None:
                 raise body_error from None
