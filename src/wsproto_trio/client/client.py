@@ -25,7 +25,6 @@ from trio_websocket import (
     ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
 )
 
 from ..core.backoff import Backoff
@@ -40,6 +39,7 @@ from .errors import (
 )
 from .events import Connected, Event, MemberList, Position
 from .state import ClientState, Stats
+from .transport import open_connection
 from .wire import (
     NDJSON,
     BadFrame,
@@ -427,10 +427,10 @@ class Client:
         """One connection, from handshake to close; returns the close code and reason."""
         target = with_query(url, self._state.query())
         headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
-        async with open_websocket_url(
+        async with open_connection(
             target,
             subprotocols=[NDJSON] if self._batched else None,
-            extra_headers=headers,
+            headers=headers,
             connect_timeout=self._timeout,
             disconnect_timeout=DISCONNECT_TIMEOUT,
         ) as ws:
@@ -610,8 +610,9 @@ async def open_client(
         # Strict nurseries wrap the body's own exception: give it back unwrapped.
         if body_error is not None:
             rest = group.subgroup(
-                lambda e: not isinstance(e, BaseExceptionGroup | trio.Cancelled)
-                and e is not body_error
+                lambda e: (
+                    not isinstance(e, BaseExceptionGroup | trio.Cancelled) and e is not body_error
+                )
             )
             if rest is None:
                 raise body_error from None
