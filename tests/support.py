@@ -27,6 +27,16 @@ from wsproto_trio.core.messages import NDJSON_SUBPROTOCOL
 DEADLINE = 10.0
 
 
+def unpositioned(contents: dict[str, Any]) -> dict[str, Any]:
+    """A message's contents without its stream position (``offset``, ``epoch``)."""
+    return {k: v for k, v in contents.items() if k not in ("offset", "epoch")}
+
+
+def is_presence_key(key: str) -> bool:
+    """Presence keys (room members, server member sets, the room index), not history."""
+    return key.endswith(":members") or key == "wsproto:rooms"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -323,3 +333,79 @@ async def open_splitting_proxy(upstream_port: int) -> AsyncIterator[int]:
         listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
         yield listeners[0].socket.getsockname()[1]
         nursery.cancel_scope.cancel()
+
+
+class CutProxy:
+    """A TCP proxy in front of Redis that a test can cut, or pause, for one server.
+
+    ``cut()`` drops every connection through it and refuses new ones until
+    ``restore()``: a network cut between that server and Redis, Redis itself up.
+    ``pause()`` stops reading from Redis (the server sees silence and Redis's
+    output buffer for it grows, until Redis drops the client); ``resume()``.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._scopes: set[trio.CancelScope] = set()
+        self._open = True
+        self._flowing = trio.Event()
+        self._flowing.set()
+
+    def cut(self) -> None:
+        self._open = False
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    def restore(self) -> None:
+        self._open = True
+
+    def pause(self) -> None:
+        self._flowing = trio.Event()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    async def _pipe(self, source: trio.SocketStream, sink: trio.SocketStream, gated: bool) -> None:
+        try:
+            while True:
+                if gated:
+                    await self._flowing.wait()
+                chunk = await source.receive_some(65536)
+                if not chunk:
+                    break
+                await sink.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await sink.aclose()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            if not self._open:
+                return
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    upstream = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pipe, client, upstream, False)
+                        nursery.start_soon(self._pipe, upstream, client, True)
+                finally:
+                    self._scopes.discard(scope)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[CutProxy]:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            )
+            self.port = listeners[0].socket.getsockname()[1]
+            try:
+                yield self
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"

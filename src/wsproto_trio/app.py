@@ -28,7 +28,7 @@ from quart_trio import QuartTrio
 from werkzeug.routing import PathConverter
 
 from .broker import Broker
-from .broker.memory import MemoryBroker
+from .broker.memory import MemoryBroker, MemoryNetwork
 from .config import Settings, from_env
 from .core import messages
 from .errors import BrokerUnavailable, ConfigError, ProtocolError, Unavailable
@@ -46,10 +46,19 @@ R = TypeVar("R")
 
 def make_broker(settings: Settings) -> Broker:
     if settings.redis_url is None:
-        return MemoryBroker(settings.server_id)
+        network = MemoryNetwork(
+            history_size=settings.history_size, history_ttl=settings.history_ttl
+        )
+        return MemoryBroker(settings.server_id, network, settings.presence_ttl)
     from .broker.redis import RedisBroker
 
-    return RedisBroker(settings.redis_url, settings.server_id, settings.presence_ttl)
+    return RedisBroker(
+        settings.redis_url,
+        settings.server_id,
+        settings.presence_ttl,
+        history_size=settings.history_size,
+        history_ttl=settings.history_ttl,
+    )
 
 
 class Server(QuartTrio):
@@ -99,6 +108,12 @@ async def serve_websocket(
         log.info("websocket refused with %d: %s", status, reason)
         await _reject(scope, send, status, reason)
         return
+    try:
+        chat = messages.chat_recovery(scope.get("query_string", b"").decode("latin-1"))
+    except ProtocolError as exc:
+        log.info("websocket refused with 400: %s", exc.detail)
+        await _reject(scope, send, 400, exc.detail)
+        return
     batched = messages.NDJSON_SUBPROTOCOL in scope.get("subprotocols", ())
     await send(
         {
@@ -106,7 +121,7 @@ async def serve_websocket(
             "subprotocol": messages.NDJSON_SUBPROTOCOL if batched else None,
         }
     )
-    await Connection(settings, hub, batched=batched).run(receive, send)
+    await Connection(settings, hub, batched=batched).run(receive, send, chat)
 
 
 def _refusal(settings: Settings, hub: Hub, scope: dict[str, Any]) -> tuple[int, str] | None:
@@ -251,11 +266,11 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
         except UnicodeDecodeError:
             return _json({"error": "body must be UTF-8 JSON"}, 400)
         try:
-            channel, payload = _publication(raw)
+            channel, message = _publication(raw)
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
         try:
-            await hub.publish(channel, payload)
+            await hub.publish_message(channel, message)
         except Unavailable as exc:
             return _json({"error": exc.detail}, 503)
         return _json({"published": True})
@@ -279,6 +294,44 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
             return _json({"error": str(exc)}, 503)
         return _json({"room": room, "users": sorted(users)})
 
+    async def _history(channel: str) -> dict[str, object]:
+        limit = request.args.get("limit")
+        count = settings.history_size
+        if limit is not None:
+            if not limit.isdigit() or not limit.isascii() or int(limit) < 1:
+                raise ValueError("limit must be an integer >= 1")
+            count = min(int(limit), settings.history_size)
+        state = await hub.broker.stream(channel, with_log=count > 0)
+        kept = [json.loads(e.text)["message"]["contents"] for e in state.entries()]
+        return {
+            "epoch": state.position.epoch,
+            "offset": state.position.offset,
+            "messages": kept[-count:] if count else [],
+        }
+
+    @app.get("/api/rooms/<room:room>/history")
+    @admin
+    async def api_room_history(room: str) -> Response:
+        try:
+            messages.validate_room(room)
+            body = await _history(messages.room_channel(room))
+        except (ValueError, ProtocolError) as exc:
+            return _json({"error": getattr(exc, "detail", str(exc))}, 400)
+        except BrokerUnavailable as exc:
+            return _json({"error": str(exc)}, 503)
+        return _json({"room": room, **body})
+
+    @app.get("/api/chat/history")
+    @admin
+    async def api_chat_history() -> Response:
+        try:
+            body = await _history(messages.CHAT_CHANNEL)
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        except BrokerUnavailable as exc:
+            return _json({"error": str(exc)}, 503)
+        return _json(body)
+
     @app.get("/api/servers")
     @admin
     async def api_servers() -> Response:
@@ -292,7 +345,7 @@ def create_app(settings: Settings | None = None, broker: Broker | None = None) -
     return app
 
 
-def _publication(raw: str) -> tuple[str, str]:
+def _publication(raw: str) -> tuple[str, messages.Template]:
     """Validate a ``POST /api/publish`` body; ``ValueError`` says what is wrong."""
     try:
         body = json.loads(raw)

@@ -78,6 +78,26 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.recoveries = Counter(
+            "wsproto_recoveries",
+            "Position requests by stream (chat, room) and outcome "
+            "(recovered, not_recovered, history)",
+            ["stream", "outcome"],
+            registry=r,
+        )
+        self.gaps_filled = Counter(
+            "wsproto_gaps_filled",
+            "Streams filled from history after a gap or a broken subscription",
+            registry=r,
+        )
+        self.lost_notices = Counter(
+            "wsproto_lost_notices",
+            "Lost notices sent (a gap history could not fill, or a new epoch), per stream",
+            registry=r,
+        )
+        self.history_reads = Counter(
+            "wsproto_history_reads", "Reads of a stream's history from the broker", registry=r
+        )
         r.register(_Live(read_live))
 
     def render(self) -> bytes:

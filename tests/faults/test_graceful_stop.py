@@ -55,8 +55,8 @@ async def test_sigterm_drains_with_1001_and_leaves_presence(
             assert redis_server.key_list("wsproto:server:term-doomed*") == []
             with redis_server.client() as client:
                 assert "term-doomed" not in client.zrange("wsproto:servers", 0, -1)
-                assert client.hkeys("wsproto:room:shared") == [b.user]
-                assert not client.exists("wsproto:room:doomed-only")
+                assert client.hkeys("wsproto:room:{shared}:members") == [b.user]
+                assert not client.exists("wsproto:room:{doomed-only}:members")
             # Its subscriptions went with it: only the survivor's remain.
             assert redis_server.numsub("chat", "room:shared", "room:doomed-only") == {
                 "chat": 1,

@@ -95,8 +95,8 @@ async def test_sigterm_under_plain_hypercorn_leaves_presence_and_exits_in_time(
             assert redis_server.key_list("wsproto:server:hyp-doomed*") == []
             with redis_server.client() as client:
                 assert "hyp-doomed" not in client.zrange("wsproto:servers", 0, -1)
-                assert client.hkeys("wsproto:room:shared") == [b.user]
-                assert not client.exists("wsproto:room:hyp-only")
+                assert client.hkeys("wsproto:room:{shared}:members") == [b.user]
+                assert not client.exists("wsproto:room:{hyp-only}:members")
             assert redis_server.numsub("chat", "room:shared", "room:hyp-only") == {
                 "chat": 1,
                 "room:shared": 1,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from wsproto_trio.broker import Broker
+from wsproto_trio.broker import Broker, Member
 from wsproto_trio.broker.memory import MemoryBroker, MemoryNetwork
 from wsproto_trio.broker.redis import RedisBroker
 from wsproto_trio.core import messages
@@ -29,19 +29,27 @@ PRESENCE_TTL = 1.5
 MARK = "mark"
 
 
+def member(room: str, user: str) -> Member:
+    return Member(room, user, messages.joined_room(room, user), messages.left_room(room, user))
+
+
 class Sink:
-    """The ``Server`` side of a broker: records deliveries; members are ours to set."""
+    """The ``Listener`` side of a broker: records deliveries; members are ours to set."""
 
     def __init__(self) -> None:
         self.batches: list[list[tuple[str, str]]] = []
+        self.resubscriptions: list[str] = []
         self.members: list[tuple[str, str]] = []
         self.connections = 0
 
     def deliver(self, batch: Sequence[tuple[str, str]]) -> None:
         self.batches.append(list(batch))
 
-    def local_members(self) -> list[tuple[str, str]]:
-        return list(self.members)
+    def resubscribed(self, channels: Sequence[str]) -> None:
+        self.resubscriptions.extend(channels)
+
+    def local_members(self) -> list[Member]:
+        return [member(room, user) for room, user in self.members]
 
     @property
     def connection_count(self) -> int:
@@ -67,12 +75,12 @@ class Side:
 
     async def join(self, room: str, user: str) -> list[str]:
         self.sink.members.append((room, user))
-        return await self.broker.join(room, user, messages.joined_room(room, user))
+        return (await self.broker.join(member(room, user), with_log=False)).users
 
     async def leave(self, room: str, user: str) -> bool:
         if (room, user) in self.sink.members:
             self.sink.members.remove((room, user))
-        return await self.broker.leave(room, user, messages.left_room(room, user))
+        return await self.broker.leave(member(room, user))
 
 
 @dataclass

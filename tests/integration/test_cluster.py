@@ -7,7 +7,7 @@ import re
 
 import trio
 
-from ..support import RedisProcess, open_client, open_cluster, wait_until
+from ..support import RedisProcess, is_presence_key, open_client, open_cluster, wait_until
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$")
 
@@ -21,7 +21,8 @@ async def test_chat_reaches_every_client_on_every_server(redis_server: RedisProc
                 assert envelope["channel"] == "chat"
                 assert envelope["message"]["type"] == "NewMessageReceived"
                 contents = envelope["message"]["contents"]
-                assert set(contents) == {"content", "postedAt"}
+                assert set(contents) == {"content", "postedAt", "offset", "epoch"}
+                assert isinstance(contents["offset"], int) and contents["offset"] >= 1
                 assert contents["content"] == "hello from b"
                 assert RFC3339.match(contents["postedAt"]), contents
 
@@ -45,9 +46,14 @@ async def test_room_flow_across_servers_exact_json(redis_server: RedisProcess) -
         async with open_client(s0.ws) as a, open_client(s1.ws) as b, open_client(s1.ws) as c:
             room = "lobby: ünïcode & spaces"
             await a.send("chat-room", "JoinRoom", {"room": room})
-            assert await a.receive() == {
+            listed = await a.receive()
+            epoch = listed["message"]["contents"]["epoch"]
+            assert listed == {
                 "channel": "chat-room",
-                "message": {"type": "MemberList", "contents": {"room": room, "users": [a.user]}},
+                "message": {
+                    "type": "MemberList",
+                    "contents": {"room": room, "users": [a.user], "offset": 0, "epoch": epoch},
+                },
             }
             assert await a.receive() == {
                 "channel": "chat-room",
@@ -65,7 +71,13 @@ async def test_room_flow_across_servers_exact_json(redis_server: RedisProcess) -
                     "channel": "chat-room",
                     "message": {
                         "type": "NewMessage",
-                        "contents": {"room": room, "user": a.user, "message": "hi room"},
+                        "contents": {
+                            "room": room,
+                            "user": a.user,
+                            "message": "hi room",
+                            "offset": 1,
+                            "epoch": epoch,
+                        },
                     },
                 }
             # c is on b's server but not a member: its next envelope is the chat
@@ -100,7 +112,8 @@ async def test_disconnect_leaves_rooms_and_tells_members(redis_server: RedisProc
         # a is gone too: nothing of the rooms is left in Redis.
         await wait_until(lambda: redis_server.numsub("room:r", "room:other") ==
                          {"room:r": 0, "room:other": 0})  # fmt: skip
-        assert [k for k in redis_server.key_list() if ":room" in k or k.endswith(":members")] == []
+        # (history keys stay until HISTORY_TTL; presence keys go at once)
+        assert [k for k in redis_server.key_list() if is_presence_key(k)] == []
 
 
 async def test_numsub_follows_local_membership(redis_server: RedisProcess) -> None:
@@ -178,8 +191,7 @@ async def test_many_clients_many_rooms_concurrently(redis_server: RedisProcess) 
         # Everyone disconnected: no room subscription and no presence key is left.
         channels = [f"room:{room}" for room in rooms]
         await wait_until(lambda: sum(redis_server.numsub(*channels).values()) == 0)
-        leftovers = [k for k in redis_server.key_list() if k.startswith("wsproto:room")
-                     or k.endswith(":members")]  # fmt: skip
+        leftovers = [k for k in redis_server.key_list() if is_presence_key(k)]
         assert leftovers == []
         for server in servers:
             assert server.app.hub.rooms.rooms() == {}

@@ -17,7 +17,7 @@ import resource
 import pytest
 import trio
 
-from ..support import Client, RedisProcess, open_client, open_cluster, wait_until
+from ..support import Client, RedisProcess, is_presence_key, open_client, open_cluster, wait_until
 
 ROOMS = [f"soak-{i}" for i in range(20)]
 CONNECT_TIMEOUT = 60.0  # hundreds of handshakes at once on two shared cores
@@ -153,11 +153,7 @@ async def test_soak(redis_server: RedisProcess) -> None:
         channels = [f"room:{room}" for room in ROOMS]
         await wait_until(lambda: sum(redis_server.numsub(*channels).values()) == 0)
         await wait_until(lambda: all(not s.app.hub.connections for s in servers))
-        leftovers = [
-            k
-            for k in redis_server.key_list()
-            if k.startswith("wsproto:room") or k.endswith(":members")
-        ]
+        leftovers = [k for k in redis_server.key_list() if is_presence_key(k)]
         await wait_until(lambda: count_tasks() <= baseline_tasks)
         warm = rss_samples[len(rss_samples) // 3] if rss_samples else 0.0
         growth = rss_samples[-1] - warm if rss_samples else 0.0

@@ -24,6 +24,7 @@ from wsproto_trio.core.messages import (
     decode,
     split_frame,
 )
+from wsproto_trio.core.positions import Position
 from wsproto_trio.errors import ProtocolError
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$")
@@ -504,12 +505,12 @@ POSTED_AT = "2024-02-29T23:59:59.123456Z"
 
 ENCODED = [
     pytest.param(
-        lambda: messages.new_message_received("hello", POSTED_AT),
+        lambda: messages.new_message_received("hello", POSTED_AT).fill(7, "ep"),
         {
             "channel": "chat",
             "message": {
                 "type": "NewMessageReceived",
-                "contents": {"content": "hello", "postedAt": POSTED_AT},
+                "contents": {"content": "hello", "postedAt": POSTED_AT, "offset": 7, "epoch": "ep"},
             },
         },
         id="new_message_received",
@@ -525,21 +526,35 @@ ENCODED = [
         id="ping2",
     ),
     pytest.param(
-        lambda: messages.member_list("lobby", ["u1", "u2", "u3"]),
+        lambda: messages.member_list("lobby", ["u1", "u2", "u3"], Position(3, "ep")),
         {
             "channel": "chat-room",
             "message": {
                 "type": "MemberList",
-                "contents": {"room": "lobby", "users": ["u1", "u2", "u3"]},
+                "contents": {
+                    "room": "lobby",
+                    "users": ["u1", "u2", "u3"],
+                    "offset": 3,
+                    "epoch": "ep",
+                },
             },
         },
         id="member_list",
     ),
     pytest.param(
-        lambda: messages.member_list("lobby", []),
+        lambda: messages.member_list("lobby", [], Position(0, "ep"), recovered=False),
         {
             "channel": "chat-room",
-            "message": {"type": "MemberList", "contents": {"room": "lobby", "users": []}},
+            "message": {
+                "type": "MemberList",
+                "contents": {
+                    "room": "lobby",
+                    "users": [],
+                    "offset": 0,
+                    "epoch": "ep",
+                    "recovered": False,
+                },
+            },
         },
         id="member_list-empty",
     ),
@@ -560,12 +575,18 @@ ENCODED = [
         id="left_room",
     ),
     pytest.param(
-        lambda: messages.new_message("lobby", "u1", "hi"),
+        lambda: messages.new_message("lobby", "u1", "hi").fill(12, "ep"),
         {
             "channel": "chat-room",
             "message": {
                 "type": "NewMessage",
-                "contents": {"room": "lobby", "user": "u1", "message": "hi"},
+                "contents": {
+                    "room": "lobby",
+                    "user": "u1",
+                    "message": "hi",
+                    "offset": 12,
+                    "epoch": "ep",
+                },
             },
         },
         id="new_message",
@@ -608,7 +629,8 @@ def test_ping_is_exactly_the_documented_frame(number: int) -> None:
 
 def test_new_message_received_stamps_rfc3339_utc_now() -> None:
     before = datetime.now(UTC)
-    contents = json.loads(messages.new_message_received("hello"))["message"]["contents"]
+    text = messages.new_message_received("hello").fill(1, "e")
+    contents = json.loads(text)["message"]["contents"]
     after = datetime.now(UTC)
     assert contents["content"] == "hello"
     posted_at = contents["postedAt"]
@@ -640,12 +662,13 @@ def test_now_rfc3339_format() -> None:
     "encode",
     [
         pytest.param(
-            lambda s: messages.new_message_received(s, POSTED_AT), id="new_message_received"
+            lambda s: messages.new_message_received(s, POSTED_AT).fill(1, "e"),
+            id="new_message_received",
         ),
-        pytest.param(lambda s: messages.member_list(s, [s, s]), id="member_list"),
+        pytest.param(lambda s: messages.member_list(s, [s, s], Position(1, "e")), id="member_list"),
         pytest.param(lambda s: messages.joined_room(s, s), id="joined_room"),
         pytest.param(lambda s: messages.left_room(s, s), id="left_room"),
-        pytest.param(lambda s: messages.new_message(s, s, s), id="new_message"),
+        pytest.param(lambda s: messages.new_message(s, s, s).fill(1, "e"), id="new_message"),
         pytest.param(lambda s: messages.welcome(s, s), id="welcome"),
         pytest.param(lambda s: messages.error(s, s), id="error"),
     ],
@@ -659,7 +682,8 @@ def test_encoder_output_has_no_raw_newline(encode: Callable[[str], str], text: s
 
 
 def test_encoder_keeps_non_ascii_unescaped() -> None:
-    assert "caf\u00e9 \U0001f600" in messages.new_message("r", "u", "caf\u00e9 \U0001f600")
+    text = messages.new_message("r", "u", "caf\u00e9 \U0001f600").fill(1, "e")
+    assert "caf\u00e9 \U0001f600" in text
 
 
 @pytest.mark.parametrize(

@@ -220,15 +220,21 @@ def test_room_with_control_or_surrogate_is_invalid(room: str, bad: str, at: int)
 @PROPERTY
 @given(st.lists(st.tuples(room_names, st.text(), st.text()), min_size=1, max_size=10))
 def test_encoded_envelopes_split_back_from_batched_frame(items: list[tuple[str, str, str]]) -> None:
-    encoded = [messages.new_message(room, user, text) for room, user, text in items]
+    encoded = [
+        messages.new_message(room, user, text).fill(i, "e")
+        for i, (room, user, text) in enumerate(items)
+    ]
     encoded += [
-        messages.new_message_received(text, "2024-01-01T00:00:00.000000Z") for _, _, text in items
+        messages.new_message_received(text, "2024-01-01T00:00:00.000000Z").fill(1, "e")
+        for _, _, text in items
     ]
     assert all("\n" not in envelope for envelope in encoded)
     assert split_frame("\n".join(encoded), batched=True) == encoded
-    for envelope, (room, user, text) in zip(encoded, items, strict=False):
+    for i, (envelope, (room, user, text)) in enumerate(zip(encoded, items, strict=False)):
         assert json.loads(envelope)["message"]["contents"] == {
             "room": room,
             "user": user,
             "message": text,
+            "offset": i,
+            "epoch": "e",
         }

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from wsproto_trio.core.positions import Entry, Position, plain
 from wsproto_trio.core.rooms import RoomTable
+
+FLOOR = Position(0, "e")
+
+
+def texts(entries: list[Entry]) -> list[str]:
+    return [entry.text for entry in entries]
+
 
 ROOMS = ["lobby", "caf\u00e9", "a:b"]
 
@@ -13,7 +21,7 @@ def live_table(room: str, *members: str, pending_limit: int = 1024) -> RoomTable
     table: RoomTable[str] = RoomTable(pending_limit=pending_limit)
     for member in members:
         table.add(room, member)
-        assert table.activate(room, member) == []
+        assert texts(table.activate(room, member, FLOOR)) == []
     return table
 
 
@@ -47,7 +55,7 @@ def test_remove_pending_or_live_member(activate: bool) -> None:
     table: RoomTable[str] = RoomTable()
     table.add("lobby", "a")
     if activate:
-        table.activate("lobby", "a")
+        texts(table.activate("lobby", "a", FLOOR))
     assert table.remove("lobby", "a") is True
     assert "lobby" not in table
 
@@ -83,7 +91,7 @@ def test_duplicate_add_is_value_error(activate: bool) -> None:
     table: RoomTable[str] = RoomTable()
     table.add("lobby", "a")
     if activate:
-        table.activate("lobby", "a")
+        texts(table.activate("lobby", "a", FLOOR))
     with pytest.raises(ValueError, match="already in room"):
         table.add("lobby", "a")
     assert table.rooms() == {"lobby": 1}
@@ -115,8 +123,8 @@ def test_rooms_and_member_count() -> None:
 def test_members_are_any_hashable() -> None:
     table: RoomTable[tuple[int, str]] = RoomTable()
     assert table.add("lobby", (1, "x")) is True
-    table.activate("lobby", (1, "x"))
-    assert table.route("lobby", "p") == [(1, "x")]
+    texts(table.activate("lobby", (1, "x"), FLOOR))
+    assert table.route("lobby", plain("p")) == [(1, "x")]
 
 
 # Routing and pending buffers ------------------------------------------------------
@@ -126,20 +134,20 @@ def test_members_are_any_hashable() -> None:
 def test_route_to_live_members(count: int) -> None:
     members = [f"m{i}" for i in range(count)]
     table = live_table("lobby", *members)
-    assert table.route("lobby", "p1") == members
-    assert table.route("lobby", "p2") == members
+    assert table.route("lobby", plain("p1")) == members
+    assert table.route("lobby", plain("p2")) == members
 
 
 @pytest.mark.parametrize("room", ["nowhere", "Lobby"])
 def test_route_to_room_without_members(room: str) -> None:
     table = live_table("lobby", "a")
-    assert table.route(room, "p") == []
+    assert table.route(room, plain("p")) == []
 
 
 def test_route_after_last_member_left() -> None:
     table = live_table("lobby", "a")
     table.remove("lobby", "a")
-    assert table.route("lobby", "p") == []
+    assert table.route("lobby", plain("p")) == []
 
 
 @pytest.mark.parametrize("count", [0, 1, 5, 100])
@@ -148,48 +156,48 @@ def test_pending_member_buffers_and_activate_returns_in_order(count: int) -> Non
     table.add("lobby", "joiner")
     payloads = [f"p{i}" for i in range(count)]
     for payload in payloads:
-        assert table.route("lobby", payload) == []
-    assert table.activate("lobby", "joiner") == payloads
-    assert table.route("lobby", "after") == ["joiner"]
+        assert table.route("lobby", plain(payload)) == []
+    assert texts(table.activate("lobby", "joiner", FLOOR)) == payloads
+    assert table.route("lobby", plain("after")) == ["joiner"]
 
 
 def test_pending_and_live_members_together() -> None:
     table = live_table("lobby", "old")
     table.add("lobby", "new")
-    assert table.route("lobby", "p1") == ["old"]
-    assert table.route("lobby", "p2") == ["old"]
-    assert table.activate("lobby", "new") == ["p1", "p2"]
-    assert table.route("lobby", "p3") == ["old", "new"]
+    assert table.route("lobby", plain("p1")) == ["old"]
+    assert table.route("lobby", plain("p2")) == ["old"]
+    assert texts(table.activate("lobby", "new", FLOOR)) == ["p1", "p2"]
+    assert table.route("lobby", plain("p3")) == ["old", "new"]
 
 
 def test_buffers_are_per_member_and_per_room() -> None:
     table: RoomTable[str] = RoomTable()
     table.add("r1", "a")
-    table.route("r1", "r1-1")
+    table.route("r1", plain("r1-1"))
     table.add("r1", "b")
     table.add("r2", "a")
-    table.route("r1", "r1-2")
-    table.route("r2", "r2-1")
-    assert table.activate("r1", "b") == ["r1-2"]
-    assert table.activate("r2", "a") == ["r2-1"]
-    assert table.activate("r1", "a") == ["r1-1", "r1-2"]
+    table.route("r1", plain("r1-2"))
+    table.route("r2", plain("r2-1"))
+    assert texts(table.activate("r1", "b", FLOOR)) == ["r1-2"]
+    assert texts(table.activate("r2", "a", FLOOR)) == ["r2-1"]
+    assert texts(table.activate("r1", "a", FLOOR)) == ["r1-1", "r1-2"]
 
 
 def test_activate_twice_returns_nothing_new() -> None:
     table: RoomTable[str] = RoomTable()
     table.add("lobby", "a")
-    table.route("lobby", "p")
-    assert table.activate("lobby", "a") == ["p"]
-    assert table.activate("lobby", "a") == []
+    table.route("lobby", plain("p"))
+    assert texts(table.activate("lobby", "a", FLOOR)) == ["p"]
+    assert texts(table.activate("lobby", "a", FLOOR)) == []
 
 
 def test_removed_pending_member_drops_its_buffer() -> None:
     table: RoomTable[str] = RoomTable()
     table.add("lobby", "a")
-    table.route("lobby", "stale")
+    table.route("lobby", plain("stale"))
     table.remove("lobby", "a")
     table.add("lobby", "a")
-    assert table.activate("lobby", "a") == []
+    assert texts(table.activate("lobby", "a", FLOOR)) == []
 
 
 @pytest.mark.parametrize("limit", [0, 1, 3])
@@ -199,18 +207,18 @@ def test_pending_buffer_is_bounded(limit: int) -> None:
     table.add("lobby", "joiner")
     buffered = [f"b{i}" for i in range(limit)]
     for payload in buffered:
-        assert table.route("lobby", payload) == []
+        assert table.route("lobby", plain(payload)) == []
     for i in range(5):
-        assert table.route("lobby", f"over{i}") == ["joiner"]
-    assert table.activate("lobby", "joiner") == buffered
+        assert table.route("lobby", plain(f"over{i}")) == ["joiner"]
+    assert texts(table.activate("lobby", "joiner", FLOOR)) == buffered
 
 
 def test_pending_limit_applies_per_member() -> None:
     table = live_table("lobby", "live", pending_limit=2)
     table.add("lobby", "p1")
-    assert table.route("lobby", "x1") == ["live"]
+    assert table.route("lobby", plain("x1")) == ["live"]
     table.add("lobby", "p2")
-    assert table.route("lobby", "x2") == ["live"]
-    assert table.route("lobby", "x3") == ["live", "p1"]  # p1's buffer is full, p2's is not
-    assert table.activate("lobby", "p1") == ["x1", "x2"]
-    assert table.activate("lobby", "p2") == ["x2", "x3"]
+    assert table.route("lobby", plain("x2")) == ["live"]
+    assert table.route("lobby", plain("x3")) == ["live", "p1"]  # p1's buffer is full, p2's is not
+    assert texts(table.activate("lobby", "p1", FLOOR)) == ["x1", "x2"]
+    assert texts(table.activate("lobby", "p2", FLOOR)) == ["x2", "x3"]

@@ -123,12 +123,13 @@ def test_submit_message_publishes_on_chat(content: str) -> None:
     action = session().handle(SubmitMessage(content))
     assert isinstance(action, Publish)
     assert action.channel == "chat"
-    assert "\n" not in action.payload
-    envelope = json.loads(action.payload)
+    payload = action.message.fill(1, "e")
+    assert "\n" not in payload
+    envelope = json.loads(payload)
     assert envelope["channel"] == "chat"
     assert envelope["message"]["type"] == "NewMessageReceived"
     contents = envelope["message"]["contents"]
-    assert set(contents) == {"content", "postedAt"}
+    assert set(contents) == {"content", "postedAt", "offset", "epoch"}
     assert contents["content"] == content
     assert RFC3339_UTC.match(contents["postedAt"])
 
@@ -144,11 +145,12 @@ def test_submit_message_needs_no_room() -> None:
 def test_send_message_publishes_on_room_channel(room: str, text: str) -> None:
     action = session(room).handle(SendMessage(room, text))
     assert action == Publish(f"room:{room}", messages.new_message(room, USER, text))
-    assert json.loads(action.payload) == {
+    assert isinstance(action, Publish)
+    assert json.loads(action.message.fill(3, "e")) == {
         "channel": "chat-room",
         "message": {
             "type": "NewMessage",
-            "contents": {"room": room, "user": USER, "message": text},
+            "contents": {"room": room, "user": USER, "message": text, "offset": 3, "epoch": "e"},
         },
     }
 
@@ -159,7 +161,7 @@ def test_send_message_user_is_the_session_user() -> None:
         s.handle(JoinRoom("lobby"))
         action = s.handle(SendMessage("lobby", "hi"))
         assert isinstance(action, Publish)
-        assert json.loads(action.payload)["message"]["contents"]["user"] == user
+        assert json.loads(action.message.fill(1, "e"))["message"]["contents"]["user"] == user
 
 
 @pytest.mark.parametrize("rooms", [(), ("lobby",)])

@@ -1,75 +1,64 @@
-"""The Redis broker: redis-py bridged into trio without trio-asyncio.
+"""The Redis broker: pub/sub, history and presence on one Redis.
 
-How the bridge works, and why:
-- Commands (PUBLISH, presence scripts) go through one batching task: whatever is
-  queued when the previous round trip ends is sent as one pipeline from a worker
-  thread. One thread hop per message would cap a server near 3k publishes/s;
-  batched, the hop is shared by every message in the batch.
-- Pub/sub is read on the trio thread itself: wait for the socket to be readable
-  (``trio.lowlevel.wait_readable``), then drain every complete message with
-  ``get_message(timeout=0)`` and hand them to the hub as one batch.
-  SUBSCRIBE/UNSUBSCRIBE are written on the trio thread too, so there is no
-  cross-thread access to the pub/sub connection.
-- A message that arrives in two TCP pieces makes ``get_message(timeout=0)`` raise
-  ``TimeoutError`` with the first piece kept in the parser; we wait for more
-  bytes. redis-py's retry would instead reconnect and silently drop messages, so
-  the pub/sub client retries nothing (``supported_errors=()``) and reconnection is
-  ours: capped exponential backoff with jitter, then every wanted channel is
-  subscribed again and presence is re-synchronised.
-- redis-py is imported here only, and its exceptions become ``BrokerUnavailable``
-  in ``_translate``.
+It owns three tasks (``serve``): the command pipe, the pub/sub link with its
+reconnect loop, and presence (lease renewal, connection counts, resync,
+reaping). The redis-py-to-trio bridge is ``bridge.py``; the scripts and the key
+layout are ``scripts.py``.
+
+Reconnects: the pub/sub link retries with capped exponential backoff and
+jitter; every wanted channel is subscribed again, each confirmation is reported
+to the listener (``resubscribed``) so the hub fills what it missed from
+history, and presence is re-synchronised.
+
+Naming (``wire``, ``stream_keys``, ``members_key``) and the publish command
+are methods so that the cluster broker can change them and keep the rest.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+import secrets
 
 import redis
-import redis.client
-import redis.exceptions
+import redis.connection
 import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..core import messages
 from ..core.backoff import Backoff
+from ..core.messages import Template
+from ..core.positions import Position, StreamState
 from ..errors import BrokerUnavailable
-from . import BrokerStatus, Server, scripts
+from . import BrokerStatus, Joined, Listener, Member, scripts
+from .bridge import REDIS_ERRORS, CommandPipe, PubSubLink, Script, log
 
-log = logging.getLogger("wsproto_trio.broker")
-
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-_MAX_BATCH = 1000
 _SUBSCRIBE_TIMEOUT = 5.0
 _PUBSUB_PING_INTERVAL = 5.0
+_COUNT_INTERVAL = 0.5  # connection counts in Redis are at most this (plus a round trip) old
+
+PUBLISH_MESSAGE = Script(scripts.PUBLISH_MESSAGE)
+STREAM = Script(scripts.STREAM)
+JOIN = Script(scripts.JOIN)
+LEAVE = Script(scripts.LEAVE)
+ENSURE = Script(scripts.ENSURE)
+RENEW = Script(scripts.RENEW)
+EXPIRED = Script(scripts.EXPIRED)
+LIVE = Script(scripts.LIVE)
+UNINDEX = Script(
+    "if redis.call('HLEN', KEYS[2]) == 0 then return redis.call('SREM', KEYS[1], ARGV[1]) end"
+    " return 0"
+)
 
 
-@contextmanager
-def _translate() -> Iterator[None]:
-    """The one place where redis-py's errors become ours."""
-    try:
-        yield
-    except _REDIS_ERRORS as exc:
-        raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise BrokerUnavailable(f"redis error: {exc}") from exc
-
-
-@dataclass(slots=True, eq=False)
-class _Call:
-    args: tuple[Any, ...]
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
+def member_value(server_id: str, member: Member) -> str:
+    """How presence stores a member: owner, LeftRoom, JoinedRoom, record."""
+    return f"{server_id}\n{member.left}\n{member.joined}\n{member.record}"
 
 
 class RedisBroker:
     name = "redis"
+    publish_command = "PUBLISH"
 
     def __init__(
         self,
@@ -77,19 +66,22 @@ class RedisBroker:
         server_id: str,
         presence_ttl: float = 15.0,
         *,
+        history_size: int = 100,
+        history_ttl: float = 300.0,
         prefix: str = "wsproto:",
         command_timeout: float = 5.0,
     ) -> None:
         self.url = url
         self.server_id = server_id
         self.presence_ttl = presence_ttl
+        self.history_size = history_size
+        self.history_ttl_ms = max(1, math.ceil(history_ttl * 1000))
         self.prefix = prefix
         self.command_timeout = command_timeout
-        self._client = self._new_client(retry=Retry(NoBackoff(), 0))
-        self._calls_in, self._calls_out = trio.open_memory_channel[_Call](10_000)
-        self._server: Server | None = None
-        self._pubsub: redis.client.PubSub | None = None
-        self._pubsub_client: redis.Redis | None = None
+        self._client = self._new_client()
+        self.pipe = CommandPipe(self._client, command_timeout)
+        self._listener: Listener | None = None
+        self._link: PubSubLink | None = None
         self._wanted: set[str] = set()
         self._pending: dict[str, int] = {}  # channel -> SUBSCRIBEs not yet confirmed
         self._confirmed: dict[str, trio.Event] = {}
@@ -100,19 +92,58 @@ class RedisBroker:
         self._reason: str | None = "connecting"
         self._reconnects = 0
         self._deregistered = False  # after a clean exit's deregister, stop renewing
+        self._epoch_base = secrets.token_urlsafe(6)
+        self._epoch_serial = 0
 
-    def _new_client(self, retry: Retry) -> redis.Redis:
+    def _new_client(self) -> redis.Redis:
         return redis.Redis.from_url(
             self.url,
             decode_responses=True,
             protocol=2,
             socket_timeout=self.command_timeout,
             socket_connect_timeout=min(self.command_timeout, 2.0),
-            retry=retry,
+            retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
 
-    # -- status ---------------------------------------------------------------
+    def _new_pubsub_connection(self) -> redis.connection.AbstractConnection:
+        # No retries at all: redis-py's would reconnect on a partial read and
+        # drop messages; our loop reconnects and fills the gaps instead.
+        pool = self._client.connection_pool
+        connection: redis.connection.AbstractConnection = pool.connection_class(
+            **{**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0, supported_errors=())}
+        )
+        return connection
+
+    # -- naming (the cluster broker overrides these) ----------------------------
+
+    def wire(self, channel: str) -> str:
+        """The Redis channel of a logical channel."""
+        return channel
+
+    def logical(self, wire: str) -> str:
+        return wire
+
+    def stream_keys(self, channel: str) -> tuple[str, str]:
+        """The meta and log keys of a channel's stream (one hash slot)."""
+        if channel.startswith(messages.ROOM_PREFIX):
+            base = f"{self.prefix}room:{{{channel[len(messages.ROOM_PREFIX) :]}}}"
+        else:
+            base = f"{self.prefix}{{{channel}}}"
+        return f"{base}:meta", f"{base}:log"
+
+    def members_key(self, room: str) -> str:
+        return f"{self.prefix}room:{{{room}}}:members"
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _epoch_candidate(self) -> str:
+        """A fresh epoch for a stream whose meta is missing (used only then)."""
+        self._epoch_serial += 1
+        return f"{self._epoch_base}{self._epoch_serial:x}"[-32:]
+
+    # -- status -----------------------------------------------------------------
 
     def status(self) -> BrokerStatus:
         ready = self._connected and self._registered and not self._unconfirmed()
@@ -127,207 +158,122 @@ class RedisBroker:
             if not channel.startswith(messages.ROOM_PREFIX)
         )
 
-    # -- tasks ----------------------------------------------------------------
+    # -- tasks --------------------------------------------------------------------
 
     async def serve(
-        self, server: Server, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, listener: Listener, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        self._server = server
+        self._listener = listener
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._serve_commands)
+                await nursery.start(self.pipe.serve)
                 await nursery.start(self._serve_pubsub)
                 nursery.start_soon(self._serve_presence)
+                nursery.start_soon(self._serve_counts)
                 task_status.started()
         finally:
-            self._server = None
+            self._listener = None
             self._connected = False
             self._client.close()
-
-    async def _serve_commands(self) -> None:
-        """Send whatever is queued as one pipeline per round trip."""
-        async with self._calls_out:
-            while True:
-                batch = [await self._calls_out.receive()]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        batch.append(self._calls_out.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                try:
-                    results = await trio.to_thread.run_sync(
-                        self._run_pipeline, [call.args for call in batch], abandon_on_cancel=True
-                    )
-                except _REDIS_ERRORS as exc:
-                    failure = BrokerUnavailable(f"redis unreachable: {exc}")
-                    for call in batch:
-                        call.error = failure
-                        call.done.set()
-                    continue
-                for call, result in zip(batch, results, strict=True):
-                    if isinstance(result, Exception):
-                        call.error = BrokerUnavailable(f"redis error: {result}")
-                    else:
-                        call.result = result
-                    call.done.set()
-
-    def _run_pipeline(self, batch: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for args in batch:
-            pipe.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py is untyped here
-        results: list[Any] = pipe.execute(raise_on_error=False)
-        return results
-
-    async def _call(self, *args: Any) -> Any:
-        call = _Call(args)
-        # A bound on the wait as well as on the socket: a wedged Redis must
-        # turn into `unavailable` for the client, not a hung reader task.
-        with trio.move_on_after(self.command_timeout * 2) as scope:
-            try:
-                await self._calls_in.send(call)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                # The command task has stopped (the server is shutting down).
-                raise BrokerUnavailable("redis broker stopped") from None
-            await call.done.wait()
-        if scope.cancelled_caught:
-            raise BrokerUnavailable("redis did not answer in time")
-        if call.error is not None:
-            raise call.error
-        return call.result
 
     async def _serve_pubsub(self, task_status: trio.TaskStatus[None]) -> None:
         backoff = Backoff()
         started = False
         while True:
-            pubsub: redis.client.PubSub | None = None
+            link = PubSubLink(self._new_pubsub_connection(), self.command_timeout)
             try:
-                channels = sorted(self._wanted)
-                pubsub = await trio.to_thread.run_sync(
-                    self._open_pubsub, channels, abandon_on_cancel=True
-                )
-                self._on_connected(pubsub, channels)
+                await link.open()
+                await self._on_connected(link)
                 backoff.reset()
                 if not started:
                     task_status.started()
                     started = True
-                await self._read(pubsub)
-            except _REDIS_ERRORS as exc:
+                await self._read(link)
+            except REDIS_ERRORS as exc:
                 if self._connected or self._reason == "connecting":
                     log.warning("redis unreachable (%s); retrying with backoff", exc)
                 self._reason = f"redis unreachable: {exc}"
             finally:
                 self._connected = False
                 self._registered = False
-                self._pubsub = None
-                if pubsub is not None:
-                    pubsub.close()
-                if self._pubsub_client is not None:
-                    self._pubsub_client.close()
-                    self._pubsub_client = None
+                self._link = None
+                link.close()
             if not started:
                 task_status.started()
                 started = True
             await trio.sleep(backoff.next_delay())
 
-    def _open_pubsub(self, channels: list[str]) -> redis.client.PubSub:
-        # No retries at all: redis-py's would reconnect on a partial read and
-        # drop messages; our loop reconnects and resubscribes instead.
-        client = self._new_client(retry=Retry(NoBackoff(), 0, supported_errors=()))
-        # Keep the client alive with the pub/sub: collecting a Redis client
-        # closes its connection pool, and with it this connection.
-        pubsub: redis.client.PubSub = client.pubsub()  # type: ignore[no-untyped-call]
-        try:
-            if channels:
-                pubsub.subscribe(*channels)
-            else:
-                pubsub.ping()
-        except BaseException:
-            pubsub.close()
-            client.close()
-            raise
-        self._pubsub_client = client
-        return pubsub
-
-    def _on_connected(self, pubsub: redis.client.PubSub, channels: list[str]) -> None:
-        self._pubsub = pubsub
+    async def _on_connected(self, link: PubSubLink) -> None:
+        channels = sorted(self._wanted)
         self._pending = dict.fromkeys(channels, 1)
         for channel in channels:
             self._fresh_event(channel)
-        # Wishes that changed while the connection was being opened.
-        for channel in self._wanted.difference(channels):
-            self._send_subscribe(channel)
-        stale = set(channels).difference(self._wanted)
-        if stale:
-            pubsub.unsubscribe(*stale)  # type: ignore[no-untyped-call]
+        if channels:
+            await link.send("SUBSCRIBE", *(self.wire(c) for c in channels))
+        else:
+            await link.send("PING")
+        self._link = link
         if self._reason != "connecting":
             self._reconnects += 1
-            log.info("redis reconnected; resubscribed %d channels", len(channels))
+            log.info("redis reconnected; resubscribing %d channels", len(channels))
         else:
-            log.info("connected to redis at %s", self._safe_url())
+            log.info("connected to redis at %s", self.url.split("@")[-1])
         self._connected = True
         self._reason = None
         self._resync = True
         self._wake_presence.set()
+        # Wishes that changed while the SUBSCRIBE was being written.
+        for channel in self._wanted.difference(channels):
+            await self._send_subscribe(channel)
+        stale = set(channels).difference(self._wanted)
+        if stale:
+            await link.send("UNSUBSCRIBE", *(self.wire(c) for c in stale))
 
-    def _safe_url(self) -> str:
-        return self.url.split("@")[-1]
-
-    async def _read(self, pubsub: redis.client.PubSub) -> None:
-        connection = pubsub.connection
-        if connection is None or connection._sock is None:
-            raise redis.exceptions.ConnectionError("pub/sub connection not open")
-        sock = connection._sock
+    async def _read(self, link: PubSubLink) -> None:
         last_heard = trio.current_time()
         while True:
             batch: list[tuple[str, str]] = []
-            while True:
-                try:
-                    message = pubsub.get_message(timeout=0)
-                except redis.exceptions.TimeoutError:
-                    break  # half a message is buffered; wait for the rest
-                if message is None:
-                    break
+            confirmed: list[str] = []
+            for reply in link.drain():
                 last_heard = trio.current_time()
-                kind = message["type"]
+                kind = reply[0]
                 if kind == "message":
-                    batch.append((message["channel"], message["data"]))
-                    if len(batch) >= _MAX_BATCH:
-                        self._deliver(batch)
-                        batch = []
+                    batch.append((self.logical(reply[1]), reply[2]))
                 elif kind == "subscribe":
-                    self._confirm(message["channel"])
-            if batch:
-                self._deliver(batch)
-            with trio.move_on_after(_PUBSUB_PING_INTERVAL) as scope:
-                await trio.lowlevel.wait_readable(sock)
-            if scope.cancelled_caught:
+                    channel = self.logical(reply[1])
+                    if self._confirm(channel):
+                        confirmed.append(channel)
+            if batch and self._listener is not None:
+                self._listener.deliver(batch)
+            if confirmed and self._listener is not None:
+                self._listener.resubscribed(confirmed)
+            if not await link.wait_readable(_PUBSUB_PING_INTERVAL):
                 if trio.current_time() - last_heard > 3 * _PUBSUB_PING_INTERVAL:
                     raise redis.exceptions.ConnectionError("no answer to PING on pub/sub")
-                pubsub.ping()
+                await link.send("PING")
 
-    def _deliver(self, batch: list[tuple[str, str]]) -> None:
-        if self._server is not None:
-            self._server.deliver(batch)
-
-    def _confirm(self, channel: str) -> None:
+    def _confirm(self, channel: str) -> bool:
+        """Count a SUBSCRIBE confirmation; True when the channel is now in effect."""
         left = self._pending.get(channel, 0) - 1
         if left > 0:
             self._pending[channel] = left
-            return
+            return False
         self._pending.pop(channel, None)
         if channel in self._wanted:
             event = self._confirmed.get(channel)
             if event is not None:
                 event.set()
-        else:
-            self._confirmed.pop(channel, None)
+            return True
+        self._confirmed.pop(channel, None)
+        return False
 
-    def _send_subscribe(self, channel: str) -> None:
-        if self._pubsub is None:
+    async def _send_subscribe(self, channel: str) -> None:
+        link = self._link
+        if link is None:
             raise redis.exceptions.ConnectionError("pub/sub connection not open")
         self._pending[channel] = self._pending.get(channel, 0) + 1
         self._fresh_event(channel)
-        self._pubsub.subscribe(channel)
+        await link.send("SUBSCRIBE", self.wire(channel))
 
     def _fresh_event(self, channel: str) -> None:
         """An unset confirmation event; one still unset is kept for its waiters."""
@@ -335,19 +281,16 @@ class RedisBroker:
         if event is None or event.is_set():
             self._confirmed[channel] = trio.Event()
 
+    # -- presence -----------------------------------------------------------------
+
     async def _serve_presence(self) -> None:
         """Renew this server's lease, resync after reconnects, reap dead servers."""
         interval = self.presence_ttl / 3
-        ttl_ms = max(1, math.ceil(self.presence_ttl * 1000))
         while True:
             self._wake_presence = trio.Event()
-            if self._connected and self._server is not None and not self._deregistered:
+            if self._connected and self._listener is not None and not self._deregistered:
                 try:
-                    existed = await self._call(
-                        "EVAL", scripts.RENEW, 2, self._key("servers"),
-                        self._key(f"server:{self.server_id}"),
-                        self.server_id, ttl_ms, self._server.connection_count,
-                    )  # fmt: skip
+                    existed = await self._renew()
                     if not existed or self._resync:
                         await self.resync()
                     self._registered = True
@@ -358,34 +301,138 @@ class RedisBroker:
             with trio.move_on_after(interval):
                 await self._wake_presence.wait()
 
-    async def resync(self) -> None:
-        """Make Redis hold exactly this server's live members."""
-        if self._server is None:
-            return
-        tokens = [f"{user}\n{room}" for room, user in self._server.local_members()]
-        added = await self._call(
-            "EVAL", scripts.SYNC, 1, self._key(f"server:{self.server_id}:members"),
-            self.prefix, self.server_id, *tokens,
+    async def _renew(self) -> bool:
+        assert self._listener is not None
+        ttl_ms = max(1, math.ceil(self.presence_ttl * 1000))
+        existed = await self.pipe.script(
+            RENEW, [self._key("servers"), self._key(f"server:{self.server_id}")],
+            self.server_id, ttl_ms, self._listener.connection_count,
         )  # fmt: skip
+        return bool(existed)
+
+    async def _serve_counts(self) -> None:
+        """Keep this server's connection count in Redis fresh between renewals
+        (``/api/servers`` promises counts at most a second old)."""
+        written = -1
+        while True:
+            await trio.sleep(_COUNT_INTERVAL)
+            listener = self._listener
+            if listener is None or not self._registered or self._deregistered:
+                continue
+            count = listener.connection_count
+            if count == written:
+                continue
+            try:
+                await self.pipe.call(
+                    "HSET", self._key(f"server:{self.server_id}"), "connections", count
+                )
+                written = count
+            except BrokerUnavailable:
+                written = -1
+
+    def _token(self, member: Member) -> str:
+        return f"{member.user}\n{member.room}"
+
+    async def resync(self) -> None:
+        """Make Redis hold exactly this server's live members (after an outage,
+        or after finding this server reaped): stale ones leave, missing ones
+        are added and announced as new joins."""
+        if self._listener is None:
+            return
+        local = {self._token(m): m for m in self._listener.local_members()}
+        owned_key = self._key(f"server:{self.server_id}:members")
+        owned: list[str] = await self.pipe.call("SMEMBERS", owned_key)
+        for token in owned:
+            if token not in local:
+                user, room = token.split("\n", 1)
+                await self._remove(room, user, self.server_id)
+        added = 0
+        for member in local.values():
+            room = member.room
+            results = await self.pipe.call_many(
+                [
+                    ("SADD", owned_key, self._token(member)),
+                    ("SADD", self._key("rooms"), room),
+                    ENSURE.call(
+                        [self.members_key(room)],
+                        member.user,
+                        member_value(self.server_id, member),
+                        self.server_id,
+                        member.joined,
+                        self.wire(messages.room_channel(room)),
+                        self.publish_command,
+                    ),
+                ],
+            )
+            added += int(results[2])
         self._resync = False
         if added:
             log.info("presence re-registered %d members", added)
 
+    async def _remove(self, room: str, user: str, owner: str) -> bool:
+        """One member out, announced by its own LeftRoom if it was there."""
+        removed, remaining = await self.pipe.script(
+            LEAVE, [self.members_key(room)],
+            user, owner, self.wire(messages.room_channel(room)), self.publish_command,
+        )  # fmt: skip
+        await self.pipe.call("SREM", self._key(f"server:{owner}:members"), f"{user}\n{room}")
+        if not remaining:
+            await self.pipe.script(UNINDEX, [self._key("rooms"), self.members_key(room)], room)
+        return bool(removed)
+
     async def reap_expired(self) -> list[tuple[str, str, str]]:
-        flat = await self._call("EVAL", scripts.REAP, 1, self._key("servers"), self.prefix, "")
-        reaped = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+        """Remove every server whose lease lapsed, with its members; each member
+        is announced once however many servers reap at the same time."""
+        dead: list[str] = await self.pipe.script(EXPIRED, [self._key("servers")])
+        reaped: list[tuple[str, str, str]] = []
+        for sid in dead:
+            if sid == self.server_id:
+                continue
+            reaped.extend(await self._reap(sid))
         if reaped:
             servers = sorted({server for server, _, _ in reaped})
             log.warning("reaped %d members of dead servers %s", len(reaped), servers)
         return reaped
 
-    def _key(self, name: str) -> str:
-        return self.prefix + name
+    async def _reap(self, sid: str) -> list[tuple[str, str, str]]:
+        reaped: list[tuple[str, str, str]] = []
+        tokens: list[str] = await self.pipe.call("SMEMBERS", self._key(f"server:{sid}:members"))
+        for token in tokens:
+            user, room = token.split("\n", 1)
+            if await self._remove(room, user, sid):
+                reaped.append((sid, room, user))
+        # Last, so that a reaper that dies half-way leaves the lease for the next one.
+        await self.pipe.call_many(
+            [
+                ("DEL", self._key(f"server:{sid}:members")),
+                ("DEL", self._key(f"server:{sid}")),
+                ("ZREM", self._key("servers"), sid),
+            ]
+        )
+        return reaped
 
-    # -- broker interface -----------------------------------------------------
+    # -- broker interface ---------------------------------------------------------
 
     async def publish(self, channel: str, payload: str) -> None:
-        await self._call("PUBLISH", channel, payload)
+        await self.pipe.call("PUBLISH", self.wire(channel), payload)
+
+    async def publish_message(self, channel: str, message: Template) -> Position:
+        top, epoch = await self.pipe.script(
+            PUBLISH_MESSAGE, self.stream_keys(channel),
+            self.wire(channel), message.head, message.tail, self._epoch_candidate(),
+            self.history_ttl_ms, self.history_size, self._publish_command(channel),
+        )  # fmt: skip
+        return Position(int(top), epoch)
+
+    def _publish_command(self, channel: str) -> str:
+        return self.publish_command if channel.startswith(messages.ROOM_PREFIX) else "PUBLISH"
+
+    async def stream(self, channel: str, *, with_log: bool) -> StreamState:
+        flat = await self.pipe.script(
+            STREAM, self.stream_keys(channel),
+            self._epoch_candidate(), self.history_ttl_ms, "1" if with_log else "0",
+        )  # fmt: skip
+        return StreamState(Position(int(flat[1]), flat[0]), tuple(flat[2:]))
 
     async def subscribe(self, channel: str) -> None:
         newly_wanted = channel not in self._wanted
@@ -393,8 +440,10 @@ class RedisBroker:
         if not self._connected:
             raise BrokerUnavailable(self._reason or "redis unreachable")
         if newly_wanted:
-            with _translate():
-                self._send_subscribe(channel)
+            try:
+                await self._send_subscribe(channel)
+            except REDIS_ERRORS as exc:
+                raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
         event = self._confirmed[channel]
         with trio.move_on_after(_SUBSCRIBE_TIMEOUT):
             await event.wait()
@@ -406,38 +455,62 @@ class RedisBroker:
         self._wanted.discard(channel)
         if channel not in self._pending:
             self._confirmed.pop(channel, None)
-        if self._connected and self._pubsub is not None:
-            with _translate():
-                self._pubsub.unsubscribe(channel)  # type: ignore[no-untyped-call]
+        link = self._link
+        if self._connected and link is not None:
+            try:
+                await link.send("UNSUBSCRIBE", self.wire(channel))
+            except REDIS_ERRORS as exc:
+                raise BrokerUnavailable(f"redis unreachable: {exc}") from exc
 
-    async def join(self, room: str, user: str, announce: str) -> list[str]:
-        users = await self._call(
-            "EVAL", scripts.JOIN, 3, self._key(f"room:{room}"),
-            self._key(f"server:{self.server_id}:members"), self._key("rooms"),
-            user, self.server_id, room, messages.room_channel(room), announce,
-        )  # fmt: skip
-        return list(users)
+    async def join(self, member: Member, *, with_log: bool) -> Joined:
+        room = member.room
+        meta, log_key = self.stream_keys(messages.room_channel(room))
+        results = await self.pipe.call_many(
+            [
+                ("SADD", self._key(f"server:{self.server_id}:members"), self._token(member)),
+                JOIN.call(
+                    [meta, log_key, self.members_key(room)],
+                    self._epoch_candidate(),
+                    self.history_ttl_ms,
+                    "1" if with_log else "0",
+                    member.user,
+                    member_value(self.server_id, member),
+                    member.joined,
+                    self.wire(messages.room_channel(room)),
+                    self.publish_command,
+                ),
+                ("SADD", self._key("rooms"), room),
+            ],
+        )
+        flat = results[1]
+        epoch, top, count = flat[0], int(flat[1]), int(flat[2])
+        log_entries = tuple(flat[3 : 3 + count])
+        rest = flat[3 + count :]
+        return Joined(
+            users=list(rest[0::2]),
+            records=list(rest[1::2]),
+            stream=StreamState(Position(top, epoch), log_entries),
+        )
 
-    async def leave(self, room: str, user: str, announce: str) -> bool:
-        removed = await self._call(
-            "EVAL", scripts.LEAVE, 3, self._key(f"room:{room}"),
-            self._key(f"server:{self.server_id}:members"), self._key("rooms"),
-            user, self.server_id, room, messages.room_channel(room), announce,
-        )  # fmt: skip
-        return bool(removed)
+    async def leave(self, member: Member) -> bool:
+        return await self._remove(member.room, member.user, self.server_id)
 
     async def members(self, room: str) -> list[str]:
-        return list(await self._call("HKEYS", self._key(f"room:{room}")))
+        return list(await self.pipe.call("HKEYS", self.members_key(room)))
 
     async def rooms(self) -> dict[str, int]:
-        flat = await self._call("EVAL", scripts.ROOMS, 1, self._key("rooms"), self.prefix)
-        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        names: list[str] = await self.pipe.call("SMEMBERS", self._key("rooms"))
+        counts = await self.pipe.call_many([("HLEN", self.members_key(n)) for n in names])
+        return {name: int(n) for name, n in zip(names, counts, strict=True) if int(n) > 0}
 
     async def servers(self) -> dict[str, int]:
-        flat = await self._call("EVAL", scripts.SERVERS, 1, self._key("servers"), self.prefix)
-        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        live: list[str] = await self.pipe.script(LIVE, [self._key("servers")])
+        counts = await self.pipe.call_many(
+            [("HGET", self._key(f"server:{sid}"), "connections") for sid in live]
+        )
+        return {sid: int(n or 0) for sid, n in zip(live, counts, strict=True)}
 
     async def deregister(self) -> None:
         self._deregistered = True
-        await self._call("EVAL", scripts.REAP, 1, self._key("servers"), self.prefix, self.server_id)
+        await self._reap(self.server_id)
         self._registered = False

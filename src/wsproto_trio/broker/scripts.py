@@ -1,154 +1,156 @@
-"""Presence scripts, run atomically by Redis (the rules are in ``presence.py``).
+"""Scripts that Redis runs atomically: stream positions, history, room presence.
+
+Every script touches the keys of one stream only, all in one hash slot, so the
+same scripts run on one Redis and on a Redis Cluster (where the room's keys and
+its sharded channel share the slot of ``{room}``). Work that spans rooms
+(leases, reaping, re-registration) is done from Python as a series of these
+per-room calls plus server-level commands; each per-room step is idempotent and
+conditional on the member's owner, so racing reapers announce a member once.
 
 Keys, under a prefix (default ``wsproto:``):
-- ``room:<room>``            hash user -> server id (the room's members)
-- ``rooms``                  set of room names with at least one member
-- ``server:<id>:members``    set of ``user\\nroom`` owned by that server
-- ``server:<id>``            hash with ``connections``
-- ``servers``                sorted set server id -> lease expiry (ms, Redis clock)
+- ``room:{R}:meta``       hash ``epoch``, ``top``: room R's stream position
+- ``room:{R}:log``        list: its latest ``HISTORY_SIZE`` envelopes, oldest first
+- ``room:{R}:members``    hash user -> ``sid \\n left \\n joined \\n record``
+- ``{chat}:meta``, ``{chat}:log``  the chat's stream
+- ``servers``             sorted set server id -> lease expiry (ms, Redis clock)
+- ``server:<id>``         hash ``connections``
+- ``server:<id>:members`` set of ``user \\n room`` that the server owns
+- ``rooms``               set: index of rooms that may have members
 
-Leases use Redis's own clock (``TIME``), so servers with skewed clocks agree.
-Reaping deletes and announces in one script: exactly one reaper wins.
+Envelopes are never built here: a positioned message comes as the ``head`` and
+``tail`` of its Python-encoded envelope (``core.messages.Template``), and a
+member's JoinedRoom/LeftRoom texts are stored with it by the server that owns it.
+A stream's meta and log expire ``HISTORY_TTL`` after its last message; a new
+epoch (a candidate from the caller) is taken whenever the meta is missing.
 """
 
-JOIN = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1] .. '\\n' .. ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return redis.call('HKEYS', KEYS[1])
+# The position helper shared by the stream scripts (Lua has no modules here).
+_META = """
+local function meta(ttl)
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if not epoch then
+    epoch = ARGV_EPOCH
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('DEL', KEYS[2])
+  end
+  return epoch
+end
 """
 
+
+def _with_meta(body: str, epoch_arg: int) -> str:
+    return _META.replace("ARGV_EPOCH", f"ARGV[{epoch_arg}]") + body
+
+
+# KEYS meta, log; ARGV channel, head, tail, epoch candidate, ttl ms, size, publish command.
+PUBLISH_MESSAGE = _with_meta(
+    """
+local ttl = tonumber(ARGV[5])
+local epoch = meta(ttl)
+local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+local env = ARGV[2] .. top .. ',"epoch":"' .. epoch .. '"' .. ARGV[3]
+local size = tonumber(ARGV[6])
+if size > 0 then
+  redis.call('RPUSH', KEYS[2], env)
+  redis.call('LTRIM', KEYS[2], -size, -1)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call(ARGV[7], ARGV[1], top .. ' ' .. epoch .. ' ' .. env)
+return {top, epoch}
+""",
+    4,
+)
+
+# KEYS meta, log; ARGV epoch candidate, ttl ms, with log (0/1) -> {epoch, top, log...}.
+STREAM = _with_meta(
+    """
+local epoch = meta(tonumber(ARGV[2]))
+local out = {epoch, tonumber(redis.call('HGET', KEYS[1], 'top'))}
+if ARGV[3] == '1' then
+  for _, env in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(out, env) end
+end
+return out
+""",
+    1,
+)
+
+# KEYS meta, log, members; ARGV epoch candidate, ttl ms, with log, user, value,
+# joined envelope, channel, publish command.
+# -> {epoch, top, #log, log..., user, record, user, record, ...}
+JOIN = _with_meta(
+    """
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call(ARGV[8], ARGV[7], ARGV[6])
+local epoch = meta(tonumber(ARGV[2]))
+local out = {epoch, tonumber(redis.call('HGET', KEYS[1], 'top')), 0}
+if ARGV[3] == '1' then
+  local log = redis.call('LRANGE', KEYS[2], 0, -1)
+  out[3] = #log
+  for _, env in ipairs(log) do table.insert(out, env) end
+end
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all, 2 do
+  table.insert(out, all[i])
+  table.insert(out, string.match(all[i + 1], '^[^\\n]*\\n[^\\n]*\\n[^\\n]*\\n(.*)$') or '')
+end
+return out
+""",
+    1,
+)
+
+# KEYS members; ARGV user, owner sid, channel, publish command -> {removed, remaining}.
+# Removes the member only if ``sid`` still owns it, and then announces the
+# LeftRoom text stored with it: a leave and any number of racing reapers
+# announce a member exactly once.
 LEAVE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
 local removed = 0
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  removed = redis.call('HDEL', KEYS[1], ARGV[1])
-end
-redis.call('SREM', KEYS[2], ARGV[1] .. '\\n' .. ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[3])
-end
-if removed == 1 then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
-end
-return removed
-"""
-
-ROOMS = """
-local names = redis.call('SMEMBERS', KEYS[1])
-local out = {}
-for _, name in ipairs(names) do
-  local n = redis.call('HLEN', ARGV[1] .. 'room:' .. name)
-  if n > 0 then
-    table.insert(out, name)
-    table.insert(out, n)
+if v then
+  local nl = string.find(v, '\\n', 1, true)
+  if string.sub(v, 1, nl - 1) == ARGV[2] then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    local nl2 = string.find(v, '\\n', nl + 1, true)
+    redis.call(ARGV[4], ARGV[3], string.sub(v, nl + 1, nl2 - 1))
+    removed = 1
   end
 end
-return out
+return {removed, redis.call('HLEN', KEYS[1])}
 """
 
-SERVERS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-local out = {}
-for _, id in ipairs(live) do
-  table.insert(out, id)
-  table.insert(out, redis.call('HGET', ARGV[1] .. 'server:' .. id, 'connections') or '0')
-end
-return out
+# KEYS members; ARGV user, value, sid, joined envelope, channel, publish command -> added.
+# Re-registration after an outage or after being reaped: (re)adds the member
+# owned by ``sid`` and announces it as a new join when it was not there.
+ENSURE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, #ARGV[3] + 1) == ARGV[3] .. '\\n' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call(ARGV[6], ARGV[5], ARGV[4])
+return 1
 """
 
+# KEYS servers, server hash; ARGV id, ttl ms, connections -> 1 if the lease existed.
 RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local existed = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], 'connections', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 2)
 if existed then return 1 else return 0 end
 """
 
-# Removes servers and their members, publishing LeftRoom for each member.
-# ARGV[1] prefix; ARGV[2] a server id to remove unconditionally (its own clean
-# exit), or '' to remove every server whose lease has lapsed.
-REAP = """
-local prefix = ARGV[1]
-local dead
-if ARGV[2] ~= '' then
-  dead = {ARGV[2]}
-else
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-end
-local out = {}
-for _, sid in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], sid)
-  local mkey = prefix .. 'server:' .. sid .. ':members'
-  for _, m in ipairs(redis.call('SMEMBERS', mkey)) do
-    local nl = string.find(m, '\\n', 1, true)
-    local user = string.sub(m, 1, nl - 1)
-    local room = string.sub(m, nl + 1)
-    local rkey = prefix .. 'room:' .. room
-    if redis.call('HGET', rkey, user) == sid then
-      redis.call('HDEL', rkey, user)
-      if redis.call('EXISTS', rkey) == 0 then
-        redis.call('SREM', prefix .. 'rooms', room)
-      end
-      local env = cjson.encode({channel = 'chat-room', message = {type = 'LeftRoom',
-        contents = {room = room, user = user}}})
-      redis.call('PUBLISH', 'room:' .. room, env)
-      table.insert(out, sid)
-      table.insert(out, room)
-      table.insert(out, user)
-    end
-  end
-  redis.call('DEL', mkey)
-  redis.call('DEL', prefix .. 'server:' .. sid)
-end
-return out
+# KEYS servers -> ids whose lease has lapsed (Redis clock).
+EXPIRED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
-# Makes this server's presence equal to its live members after a reconnect or
-# after finding itself reaped: entries it no longer has are removed (LeftRoom),
-# missing ones are added (JoinedRoom). ARGV: prefix, server id, then tokens
-# ``user\\nroom``; KEYS[1] the server's member set.
-SYNC = """
-local prefix = ARGV[1]
-local sid = ARGV[2]
-local want = {}
-for i = 3, #ARGV do want[ARGV[i]] = true end
-local function split(m)
-  local nl = string.find(m, '\\n', 1, true)
-  return string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
-end
-local function announce(kind, room, user)
-  redis.call('PUBLISH', 'room:' .. room, cjson.encode({channel = 'chat-room',
-    message = {type = kind, contents = {room = room, user = user}}}))
-end
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if not want[m] then
-    local user, room = split(m)
-    local rkey = prefix .. 'room:' .. room
-    redis.call('SREM', KEYS[1], m)
-    if redis.call('HGET', rkey, user) == sid then
-      redis.call('HDEL', rkey, user)
-      if redis.call('EXISTS', rkey) == 0 then redis.call('SREM', prefix .. 'rooms', room) end
-      announce('LeftRoom', room, user)
-    end
-  end
-end
-local added = 0
-for i = 3, #ARGV do
-  local user, room = split(ARGV[i])
-  local rkey = prefix .. 'room:' .. room
-  redis.call('SADD', KEYS[1], ARGV[i])
-  if redis.call('HGET', rkey, user) ~= sid then
-    redis.call('HSET', rkey, user, sid)
-    redis.call('SADD', prefix .. 'rooms', room)
-    announce('JoinedRoom', room, user)
-    added = added + 1
-  end
-end
-return added
+# KEYS servers -> ids whose lease is live.
+LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 """

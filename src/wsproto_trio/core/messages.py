@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from ..errors import (
     InvalidJson,
@@ -26,6 +27,7 @@ from ..errors import (
     UnknownChannel,
     UnknownType,
 )
+from .positions import EPOCH_PATTERN, Position
 
 MAX_ROOM_LENGTH = 100
 NDJSON_SUBPROTOCOL = "wsproto-trio.ndjson"
@@ -54,6 +56,8 @@ class SubmitMessage:
 @dataclass(frozen=True, slots=True)
 class JoinRoom:
     room: str
+    since: Position | None = None  # recover what was missed after this position
+    history: int | None = None  # or (as the fallback) the latest K kept messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +130,77 @@ def _decode_room_message(kind: str, contents: Any) -> Inbound:
         raise InvalidMessage(f"{kind} contents must be an object with 'room'")
     room = validate_room(contents.get("room"))
     if kind == "JoinRoom":
-        return JoinRoom(room)
+        return JoinRoom(room, _since(contents.get("since")), _history(contents.get("history")))
     if kind == "LeaveRoom":
         return LeaveRoom(room)
     return SendMessage(room, require_text(contents.get("message"), "contents.message"))
+
+
+def _since(value: object) -> Position | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidMessage("'since' must be an object with 'offset' and 'epoch'")
+    return position(value.get("offset"), value.get("epoch"), "since")
+
+
+def position(offset: object, epoch: object, where: str) -> Position:
+    """A client's stream position: an offset >= 0 and a well-formed epoch."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidMessage(f"{where}.offset must be an integer >= 0")
+    if offset > 2**53:
+        raise InvalidMessage(f"{where}.offset is out of range")
+    if not isinstance(epoch, str) or not EPOCH_PATTERN.fullmatch(epoch):
+        raise InvalidMessage(f"{where}.epoch must be 1 to 32 characters of [A-Za-z0-9_-]")
+    return Position(offset, epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRecovery:
+    """What the websocket URL asks for the chat (PROTOCOL.md section 7)."""
+
+    since: Position | None
+    history: int | None
+
+
+def chat_recovery(query: str) -> ChatRecovery | None:
+    """``chat_epoch``/``chat_offset`` (together) and ``chat_history`` from a URL's
+    query string; None when none is given. ``InvalidMessage`` says what is wrong."""
+    params = parse_qs(query, keep_blank_values=True)
+    epoch = params.get("chat_epoch")
+    offset = params.get("chat_offset")
+    history = params.get("chat_history")
+    if epoch is None and offset is None and history is None:
+        return None
+    for name, values in (("chat_epoch", epoch), ("chat_offset", offset), ("chat_history", history)):
+        if values is not None and len(values) > 1:
+            raise InvalidMessage(f"{name} given more than once")
+    since = None
+    if (epoch is None) != (offset is None):
+        raise InvalidMessage("chat_epoch and chat_offset go together")
+    if epoch is not None and offset is not None:
+        if not offset[0].isdigit() or not offset[0].isascii() or len(offset[0]) > 16:
+            raise InvalidMessage("chat_offset must be an integer >= 0")
+        since = position(int(offset[0]), epoch[0], "chat")
+    count = None
+    if history is not None:
+        text = history[0]
+        if not text.isdigit() or not text.isascii() or len(text) > 10:
+            raise InvalidMessage("chat_history must be an integer >= 1")
+        count = history_count(int(text), "chat_history")
+    return ChatRecovery(since, count)
+
+
+def _history(value: object) -> int | None:
+    if value is None:
+        return None
+    return history_count(value, "history")
+
+
+def history_count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidMessage(f"{where} must be an integer >= 1")
+    return min(value, 2**31)
 
 
 def validate_room(room: object) -> str:
@@ -174,32 +245,97 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def new_message_received(content: str, posted_at: str | None = None) -> str:
-    return envelope(
-        "chat",
-        "NewMessageReceived",
-        {"content": content, "postedAt": posted_at or now_rfc3339()},
-    )
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A positioned envelope before the broker gives it a position.
+
+    The envelope's contents end with ``"offset"`` and ``"epoch"``; ``head`` is
+    everything before the offset's digits. The broker (Python or a Redis script)
+    only concatenates ``head, offset, ',"epoch":"', epoch, '"', tail``: one
+    encoder, and the same text in history, on pub/sub and to every client.
+    """
+
+    head: str
+    tail: str = "}}}"
+
+    def fill(self, offset: int, epoch: str) -> str:
+        return f'{self.head}{offset},"epoch":"{epoch}"{self.tail}'
+
+
+def positioned(channel: str, kind: str, contents: dict[str, object]) -> Template:
+    text = envelope(channel, kind, contents)
+    if not contents or not text.endswith("}}}"):
+        raise ValueError("a positioned envelope needs non-empty object contents")
+    return Template(text[:-3] + ',"offset":')
+
+
+Identity = dict[str, object]
+"""Fields that authentication adds to identity-bearing envelopes (``sub``,
+``info``); empty with authentication off, so that none of them appear."""
+
+NO_IDENTITY: Identity = {}
+
+
+def new_message_received(
+    content: str, posted_at: str | None = None, identity: Identity = NO_IDENTITY
+) -> Template:
+    contents: dict[str, object] = {"content": content, "postedAt": posted_at or now_rfc3339()}
+    contents.update(identity)
+    return positioned("chat", "NewMessageReceived", contents)
 
 
 def ping(number: int) -> str:
     return envelope("ping", "Ping", number)
 
 
-def member_list(room: str, users: list[str]) -> str:
-    return envelope("chat-room", "MemberList", {"room": room, "users": users})
+def member_list(
+    room: str,
+    users: list[str],
+    at: Position,
+    *,
+    recovered: bool | None = None,
+    members: list[object] | None = None,
+) -> str:
+    """``members``: one record per user (authentication on), else absent."""
+    contents: dict[str, object] = {
+        "room": room,
+        "users": users,
+        "offset": at.offset,
+        "epoch": at.epoch,
+    }
+    if recovered is not None:
+        contents["recovered"] = recovered
+    if members is not None:
+        contents["members"] = members
+    return envelope("chat-room", "MemberList", contents)
 
 
-def joined_room(room: str, user: str) -> str:
-    return envelope("chat-room", "JoinedRoom", {"room": room, "user": user})
+def joined_room(room: str, user: str, identity: Identity = NO_IDENTITY) -> str:
+    return envelope("chat-room", "JoinedRoom", {"room": room, "user": user, **identity})
 
 
-def left_room(room: str, user: str) -> str:
-    return envelope("chat-room", "LeftRoom", {"room": room, "user": user})
+def left_room(room: str, user: str, identity: Identity = NO_IDENTITY) -> str:
+    return envelope("chat-room", "LeftRoom", {"room": room, "user": user, **identity})
 
 
-def new_message(room: str, user: str, message: str) -> str:
-    return envelope("chat-room", "NewMessage", {"room": room, "user": user, "message": message})
+def new_message(room: str, user: str, message: str, identity: Identity = NO_IDENTITY) -> Template:
+    contents: dict[str, object] = {"room": room, "user": user, "message": message}
+    contents.update(identity)
+    return positioned("chat-room", "NewMessage", contents)
+
+
+def chat_position(at: Position, recovered: bool | None) -> str:
+    contents: dict[str, object] = {"offset": at.offset, "epoch": at.epoch}
+    if recovered is not None:
+        contents["recovered"] = recovered
+    return envelope("chat", "Position", contents)
+
+
+def lost(room: str | None, epoch: str, offset: int) -> str:
+    """Messages before ``offset + 1`` of ``epoch`` may be missing (a room's, or the chat's)."""
+    if room is None:
+        return envelope("chat", "Lost", {"epoch": epoch, "offset": offset})
+    return envelope("chat-room", "Lost", {"room": room, "epoch": epoch, "offset": offset})
 
 
 def welcome(user: str, server: str) -> str:
@@ -219,3 +355,8 @@ ROOM_PREFIX = "room:"
 
 def room_channel(room: str) -> str:
     return ROOM_PREFIX + room
+
+
+def room_name(channel: str) -> str | None:
+    """The room of a room channel; None for the chat and pings."""
+    return channel[len(ROOM_PREFIX) :] if channel.startswith(ROOM_PREFIX) else None

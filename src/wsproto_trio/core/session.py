@@ -1,12 +1,15 @@
 """Session rules: what one connection's inbound message means.
 
-Rules (PROTOCOL.md section 4):
+Rules (PROTOCOL.md sections 4 and 7):
 - ``SubmitMessage`` publishes ``NewMessageReceived`` to the ``chat`` channel;
 - ``JoinRoom`` a room already joined (or being joined) is ``already_joined``;
 - ``SendMessage``/``LeaveRoom`` outside the room is ``not_joined``;
 - a room counts as joined from the moment the join is decided here, so a second
   ``JoinRoom`` racing the first is refused; if the join then fails (broker
-  unavailable) the caller calls ``forget``;
+  unavailable) the caller calls ``forget``. The session is the one owner of the
+  set of rooms a connection is in;
+- ``JoinRoom`` may carry a recovery point (``since``) and/or ``history``;
+  ``history`` beyond ``HISTORY_SIZE`` counts as ``HISTORY_SIZE``;
 - over the rate limit a message is dropped with ``rate_limited``; a client that
   keeps pushing past the limit is told to go (``abusive``).
 
@@ -22,20 +25,32 @@ from typing import assert_never
 from ..config import RateLimit
 from ..errors import AlreadyJoined, NotJoined
 from . import messages
-from .messages import Hello, Inbound, JoinRoom, LeaveRoom, SendMessage, SubmitMessage
+from .messages import (
+    Hello,
+    Identity,
+    Inbound,
+    JoinRoom,
+    LeaveRoom,
+    SendMessage,
+    SubmitMessage,
+    Template,
+)
+from .positions import Position
 
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish ``payload`` (an encoded envelope) on broker channel ``channel``."""
+    """Publish ``message`` on ``channel``'s stream (it gets the next position)."""
 
     channel: str
-    payload: str
+    message: Template
 
 
 @dataclass(frozen=True, slots=True)
 class Join:
     room: str
+    since: Position | None = None
+    history: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +72,24 @@ Action = Publish | Join | Leave | Reply
 class Session:
     user_id: str
     server_id: str
+    history_size: int = 100
     rooms: set[str] = field(default_factory=set)
+    identity: Identity = field(default_factory=dict)  # sub/info with authentication on
 
     def handle(self, message: Inbound) -> Action:
         match message:
             case SubmitMessage(content):
-                return Publish(messages.CHAT_CHANNEL, messages.new_message_received(content))
-            case JoinRoom(room):
+                return Publish(
+                    messages.CHAT_CHANNEL,
+                    messages.new_message_received(content, identity=self.identity),
+                )
+            case JoinRoom(room, since, history):
                 if room in self.rooms:
                     raise AlreadyJoined(f"already a member of room {room!r}")
                 self.rooms.add(room)
-                return Join(room)
+                if history is not None:
+                    history = min(history, self.history_size)
+                return Join(room, since, history)
             case LeaveRoom(room):
                 if room not in self.rooms:
                     raise NotJoined(f"not a member of room {room!r}")
@@ -77,7 +99,8 @@ class Session:
                 if room not in self.rooms:
                     raise NotJoined(f"not a member of room {room!r}")
                 return Publish(
-                    messages.room_channel(room), messages.new_message(room, self.user_id, text)
+                    messages.room_channel(room),
+                    messages.new_message(room, self.user_id, text, self.identity),
                 )
             case Hello():
                 return Reply(messages.welcome(self.user_id, self.server_id))

@@ -23,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..broker import Member
 from ..config import Settings
 from ..core import messages
+from ..core.messages import ChatRecovery
 from ..core.session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
 from ..errors import ProtocolError, RateLimited, UnsupportedFrame
 from ..logs import connection_id_var
 from ..metrics import out_channel
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .hub import Hub  # the connection calls the hub; the hub knows it only as a Recipient
 
 log = logging.getLogger("wsproto_trio.connection")
 
@@ -54,20 +56,20 @@ class Connection:
         "batched",
         "close_code",
         "hub",
+        "id",
         "limiter",
         "queued",
         "queued_chars",
         "session",
         "settings",
-        "user_id",
     )
 
     def __init__(self, settings: Settings, hub: Hub, *, batched: bool) -> None:
-        self.user_id = str(uuid.uuid4())
+        self.id = str(uuid.uuid4())  # the connection's "user" id on the wire
         self.settings = settings
         self.hub = hub
         self.batched = batched
-        self.session = Session(self.user_id, settings.server_id)
+        self.session = Session(self.id, settings.server_id, settings.history_size)
         self.limiter = RateLimiter(settings.rate_limit, trio.current_time())
         # The bounded channel from every producer to the writer. ``queued`` and
         # ``queued_chars`` count envelopes not yet sent: in the channel, or taken
@@ -79,7 +81,24 @@ class Connection:
         self._cancel = trio.CancelScope()
 
     def __repr__(self) -> str:
-        return f"<Connection {self.user_id}>"
+        return f"<Connection {self.id}>"
+
+    @property
+    def rooms(self) -> set[str]:
+        return self.session.rooms
+
+    def forget(self, room: str) -> None:
+        self.session.forget(room)
+
+    def member(self, room: str) -> Member:
+        """This connection's presence entry in ``room``, its announcements encoded here."""
+        identity = self.session.identity
+        return Member(
+            room=room,
+            user=self.id,
+            joined=messages.joined_room(room, self.id, identity),
+            left=messages.left_room(room, self.id, identity),
+        )
 
     def offer(self, payload: str) -> None:
         """Queue ``payload`` for the writer without blocking; overflow closes 1013."""
@@ -106,7 +125,7 @@ class Connection:
         self.queued_chars += size
 
     def _overflow(self) -> None:
-        log.warning("slow consumer %s: queue full, closing with 1013", self.user_id)
+        log.warning("slow consumer %s: queue full, closing with 1013", self.id)
         self.hub.metrics.slow_consumer_closes.inc()
         self.hub.metrics.dropped.inc()
         self.close(CLOSE_TRY_AGAIN)
@@ -123,7 +142,7 @@ class Connection:
 
     # -- tasks -------------------------------------------------------------------
 
-    async def run(self, receive: Receive, send: Send) -> None:
+    async def run(self, receive: Receive, send: Send, chat: ChatRecovery | None = None) -> None:
         """Serve an accepted websocket until the client leaves or we close it.
 
         The close frame goes out before the hub forgets the connection: leaving
@@ -133,18 +152,26 @@ class Connection:
         shields socket writes), so the close is bounded by a second.
         """
         # Every log line of this connection's tasks names it (they copy the context).
-        connection_id_var.set(self.user_id)
+        connection_id_var.set(self.id)
         client_gone = False
         with self._cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, send)
-                async with self.hub.connected(self):
+                async with self.hub.connected(self, recovering_chat=chat is not None):
                     try:
+                        if chat is not None:
+                            await self._recover_chat(chat)
                         client_gone = await self._read(receive)
                     finally:
                         if not client_gone and self.close_code is not None:
                             await self._send_close(send, self.close_code)
                 nursery.cancel_scope.cancel()
+
+    async def _recover_chat(self, chat: ChatRecovery) -> None:
+        try:
+            await self.hub.recover_chat(self, chat.since, chat.history)
+        except ProtocolError as exc:
+            self.error(exc)
 
     @staticmethod
     async def _send_close(send: Send, code: int) -> None:
@@ -217,7 +244,7 @@ class Connection:
                 self.error(UnsupportedFrame("binary frames are not supported; send JSON text"))
                 continue
             if len(text) > limit // 4 and len(text.encode("utf-8", "surrogatepass")) > limit:
-                log.info("client %s sent a frame over %d bytes; closing 1009", self.user_id, limit)
+                log.info("client %s sent a frame over %d bytes; closing 1009", self.id, limit)
                 self.close(CLOSE_TOO_BIG)
                 return False
             for part in messages.split_frame(text, self.batched):
@@ -227,7 +254,7 @@ class Connection:
         verdict = self.limiter.check(trio.current_time())
         if verdict is not Verdict.ALLOW:
             if verdict is Verdict.ABUSIVE:
-                log.warning("client %s keeps exceeding the rate limit; closing 1008", self.user_id)
+                log.warning("client %s keeps exceeding the rate limit; closing 1008", self.id)
                 self.close(CLOSE_POLICY)
                 await trio.lowlevel.checkpoint()
                 return
@@ -235,15 +262,15 @@ class Connection:
             return
         try:
             inbound = messages.decode(text)
-            log.info("message from %s: %.300r", self.user_id, inbound)
+            log.info("message from %s: %.300r", self.id, inbound)
             action = self.session.handle(inbound)
             match action:
-                case Publish(channel, payload):
+                case Publish(channel, message):
                     self.hub.metrics.messages_in.labels(out_channel(channel)).inc()
-                    await self.hub.publish(channel, payload)
-                case Join(room):
+                    await self.hub.publish_message(channel, message)
+                case Join(room, since, history):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
-                    await self.hub.join(self, room)
+                    await self.hub.join(self, room, since, history)
                 case Leave(room):
                     self.hub.metrics.messages_in.labels("chat-room").inc()
                     await self.hub.leave(self, room)
