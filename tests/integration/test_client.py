@@ -23,6 +23,7 @@ from wsproto_trio.client import (
     Joined,
     JoinFailed,
     Left,
+    Lost,
     Reconnected,
     Rejected,
     RoomMessage,
@@ -188,3 +189,75 @@ async def test_kill_9_moves_clients_to_the_surviving_server(
             await watcher.send("crash", "still here?")
             got = await next_event(moving, RoomMessage, lambda e: e.message == "still here?")
             assert got.user == watcher.user
+
+
+async def _cut_and_say(moving: Client, other: Client, proxy: Proxy, room: str, count: int) -> None:
+    """Cut ``moving``'s link; while it is away, ``other`` says ``count`` things in the
+    room and in the chat; then let ``moving`` back in."""
+    proxy.cut()
+    await next_event(moving, Disconnected)
+    for number in range(count):
+        await other.send(room, f"room {number}")
+        await other.chat(f"chat {number}")
+    last = f"room {count - 1}"  # the server took them all once its echo is back
+    await next_event(other, RoomMessage, lambda e: e.message == last)
+    proxy.restore()
+
+
+async def test_a_cut_recovers_the_room_and_the_chat(redis_server: RedisProcess) -> None:
+    async with open_cluster(redis_server.url, 2) as (s0, s1), trio.open_nursery() as nursery:
+        proxy = Proxy(int(s0.http.rsplit(":", 1)[1]))
+        port = await nursery.start(proxy.serve)
+        async with (
+            open_client(f"ws://127.0.0.1:{port}/websockets") as moving,
+            open_client(s1.ws) as other,
+        ):
+            await moving.join("r")
+            await other.join("r")
+            await other.send("r", "before")
+            await next_event(moving, RoomMessage, lambda e: e.message == "before")
+            await _cut_and_say(moving, other, proxy, "r", 5)
+            seen: list[str] = []
+            with trio.fail_after(DEADLINE):
+                while not isinstance(event := await moving.receive(), Reconnected):
+                    if isinstance(event, RoomMessage | ChatMessage):
+                        assert event.replayed, event
+                        seen.append(
+                            event.message if isinstance(event, RoomMessage) else event.content
+                        )
+            assert [s for s in seen if s.startswith("room")] == [f"room {n}" for n in range(5)]
+            assert [s for s in seen if s.startswith("chat")] == [f"chat {n}" for n in range(5)]
+            assert event.recovered and event.replayed == 10, event
+            assert {s.room: s.replayed for s in event.streams} == {None: 5, "r": 5}
+            await other.send("r", "after")
+            live = await next_event(moving, RoomMessage)
+            assert live.message == "after" and not live.replayed
+            assert moving.stats.duplicates == 0 and moving.stats.gaps == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_recovery_past_the_history_is_lost(redis_server: RedisProcess) -> None:
+    async with (
+        open_cluster(redis_server.url, 1, history_size=2) as (server,),
+        trio.open_nursery() as nursery,
+    ):
+        proxy = Proxy(int(server.http.rsplit(":", 1)[1]))
+        port = await nursery.start(proxy.serve)
+        async with (
+            open_client(f"ws://127.0.0.1:{port}/websockets") as moving,
+            open_client(server.ws) as other,
+        ):
+            await moving.join("r")
+            await other.join("r")
+            await _cut_and_say(moving, other, proxy, "r", 5)
+            lost = await next_event(moving, Lost, lambda e: e.room == "r")
+            assert lost.cause == "recovery"
+            reconnected = await next_event(moving, Reconnected)
+            assert not reconnected.recovered
+            outcomes = {s.room: s for s in reconnected.streams}
+            assert outcomes["r"].recovered is False and outcomes["r"].lost == lost
+            assert outcomes[None].recovered is False
+            await other.send("r", "after")
+            live = await next_event(moving, RoomMessage)
+            assert live.message == "after"
+        nursery.cancel_scope.cancel()

@@ -393,3 +393,23 @@ def test_misuse_is_value_error() -> None:
         state.join("x", history=0)
     with pytest.raises(ValueError):
         ClientState(chat_history=0)
+
+
+def test_a_rejoin_retried_past_the_deadline_still_recovers() -> None:
+    state = joined_state(top=3)
+    state.closed(None, "cut", 1.0)
+    state.query()
+    state.opened(URL, 1.0)
+    state.take_requests(1.0)
+    state.receive(position(5, recovered=True), 1.0)
+    state.receive(welcome(), 1.0)
+    unavailable = env("error", "Error", {"code": "unavailable", "detail": "redis"})
+    state.receive(unavailable, 1.0)
+    later = 1.0 + 3 * state.request_timeout
+    assert state.tick(later) == ([], False)
+    again = state.take_requests(later)
+    assert contents(again[-1]) == {"room": "r", "since": {"offset": 3, "epoch": "R"}}
+    state.receive(welcome(), later)
+    events = state.receive(member_list("r", ["u1"], 3, recovered=True), later)
+    reconnected = events[-1]
+    assert isinstance(reconnected, Reconnected) and reconnected.recovered

@@ -41,27 +41,72 @@ def free_port() -> int:
         return port
 
 
-async def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:  # noqa: ASYNC109
-    """Status of ``GET path`` on 127.0.0.1:port, or None when nothing answers."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+async def http_get(
+    port: int,
+    path: str,
+    token: str | None = None,
+    timeout: float = 2.0,  # noqa: ASYNC109 - each probe is bounded; the callers poll
+) -> tuple[int, bytes] | None:
+    """``(status, body)`` of ``GET path`` on 127.0.0.1:port, or None when nothing answers."""
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    raw = b""
     with trio.move_on_after(timeout):
         try:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 await stream.send_all(request)
-                head = b""
-                while b"\r\n" not in head:
-                    chunk = await stream.receive_some(4096)
+                while not _complete(raw):
+                    chunk = await stream.receive_some(65536)
                     if not chunk:
-                        return None
-                    head += chunk
+                        break
+                    raw += chunk
         except (OSError, trio.BrokenResourceError):
             return None
+        head, _, body = raw.partition(b"\r\n\r\n")
         try:
-            return int(head.split(b" ", 2)[1])
+            status = int(head.split(b" ", 2)[1])
         except (IndexError, ValueError):
             return None
+        if b"transfer-encoding: chunked" in head.lower():
+            body = _unchunk(body)
+        return status, body
     return None
+
+
+def _complete(raw: bytes) -> bool:
+    """Whether ``raw`` holds a whole response (Hypercorn keeps the socket open)."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":", 1)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        return body.endswith(b"0\r\n\r\n")
+    return False
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        try:
+            size = int(size_line, 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return out
+
+
+async def http_status(port: int, path: str) -> int | None:
+    answer = await http_get(port, path)
+    return None if answer is None else answer[0]
 
 
 def memory_mb(pid: int) -> tuple[float, float] | None:
@@ -170,12 +215,20 @@ class RedisServer(Managed):
 class ServerProcess(Managed):
     """``wsproto-trio serve`` (as ``python -m wsproto_trio.cli``) on a fixed port."""
 
-    def __init__(self, index: int, workdir: Path, redis_port: int, presence_ttl: float) -> None:
+    def __init__(
+        self,
+        index: int,
+        workdir: Path,
+        redis_port: int,
+        presence_ttl: float,
+        admin_token: str,
+    ) -> None:
         super().__init__(f"s{index}", workdir / f"server-{index}.log")
         self.index = index
         self.port = free_port()
         self.redis_port = redis_port
         self.presence_ttl = presence_ttl
+        self.admin_token = admin_token
         self.generation = 0
         self.server_id = ""
         self.peak_rss_mb = 0.0
@@ -196,6 +249,7 @@ class ServerProcess(Managed):
             PRESENCE_TTL=f"{self.presence_ttl}s",
             LOG_LEVEL="WARNING",
             RATE_LIMIT="off",
+            ADMIN_TOKEN=self.admin_token,
             PYTHONUNBUFFERED="1",
         )
         await self._spawn([sys.executable, "-m", "wsproto_trio.cli", "serve"], env)

@@ -13,8 +13,10 @@ servers are subprocesses, stopped in a ``finally`` also on Ctrl-C.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import random
+import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from ..client import (
     RoomMessage,
     open_client,
 )
-from .processes import RedisServer, ServerProcess
+from .processes import RedisServer, ServerProcess, http_get
 from .proxy import Proxy
 from .report import Delivery, LostNotice, Records, Recovery, Sent
 from .schedule import FAULT_KINDS, Fault, FaultKind, default_schedule
@@ -70,6 +72,7 @@ class Cluster:
         self.client_proxies: list[Proxy] = []
         self.options = options
         self.workdir = workdir
+        self.admin_token = secrets.token_hex(16)
 
     @property
     def urls(self) -> list[str]:
@@ -79,7 +82,9 @@ class Cluster:
         await self.redis.start()
         for index, proxy in enumerate(self.redis_proxies):
             port = await nursery.start(proxy.serve)
-            server = ServerProcess(index, self.workdir, port, self.options.presence_ttl)
+            server = ServerProcess(
+                index, self.workdir, port, self.options.presence_ttl, self.admin_token
+            )
             self.servers.append(server)
         async with trio.open_nursery() as starting:
             for server in self.servers:
@@ -227,28 +232,43 @@ async def _publish(
             sends.start_soon(_send, sender, stream, msg_id, records)
 
 
+async def _members(server: ServerProcess, room: str) -> set[str] | None:
+    answer = await http_get(server.port, f"/api/rooms/{room}/members", server.admin_token)
+    if answer is None or answer[0] != 200:
+        return None
+    try:
+        users = json.loads(answer[1]).get("users")
+    except (ValueError, AttributeError):
+        return None
+    return {u for u in users if isinstance(u, str)} if isinstance(users, list) else None
+
+
 async def _ghosts(
-    cluster: Cluster, clients: list[ChaosClient], server: ServerProcess, records: Records
+    cluster: Cluster, clients: list[ChaosClient], dead: ServerProcess, records: Records
 ) -> None:
-    """Seconds from the kill until no client lists a member of the dead server."""
+    """Seconds from the kill until no member list of the cluster (asked through a
+    surviving server's admin API) names a connection of the dead server."""
     ghosts = {
         c.client.user
         for c in clients
-        if c.client is not None and c.client.server == server.server_id and c.client.user
+        if c.client is not None and c.client.server == dead.server_id and c.client.user
     }
+    survivors = [s for s in cluster.servers if s is not dead]
+    rooms = sorted({room for c in clients for room in c.rooms})
     began = trio.current_time()
     with trio.move_on_after(GHOST_DEADLINE):
         while True:
-            await trio.sleep(0.05)
-            present = any(
-                ghosts & c.client.members(room)
-                for c in clients
-                if c.client is not None
-                for room in c.rooms
-            )
-            if not present:
+            listed: set[str] = set()
+            answered = False
+            for room in rooms:
+                members = await _members(survivors[0], room)
+                if members is not None:
+                    answered = True
+                    listed |= members
+            if answered and not ghosts & listed:
                 records.ghost_presence_s = trio.current_time() - began
                 return
+            await trio.sleep(0.1)
 
 
 async def _inject(

@@ -1,11 +1,13 @@
 """When each fault of a chaos run happens: plain data, decided before the run.
 
 The default schedule, for a run of T seconds (times from the start of publishing):
-- every client connection is cut for 2 s every 10 s, from t = 5 s (as AnyCable's test);
-- one server is killed with SIGKILL at 0.3 T (its clients move to the others) and
-  started again under a new id 5 s later;
-- one server's link to Redis is cut for 3 s at 0.55 T;
-- Redis is restarted (all its data lost: every stream gets a new epoch) at 0.75 T.
+- every client connection is cut for 2 s every 10 s, from t = 3 s (as AnyCable's test);
+- the other faults go into the quiet stretches between cuts (1.5 s and 4.5 s
+  after a cut ends), one at a time, so each one's effect can be told apart:
+  one server's link to Redis cut for 3 s (from 0.25 T), then one server killed
+  with SIGKILL (from 0.45 T; its clients move to the others; it is started
+  again under a new id 5 s later), then Redis restarted with all its data lost
+  (from 0.65 T; every stream gets a new epoch).
 No fault begins in the last 3 s, so the run ends on a settled cluster.
 """
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+CUT_FIRST = 3.0
 CUT_EVERY = 10.0
+SLOTS_AFTER_CUT = (1.5, 4.5)  # seconds after a cut ends
 CUT_FOR = 2.0
 RESTART_AFTER = 5.0
 REDIS_LINK_CUT_FOR = 3.0
@@ -54,16 +58,25 @@ def default_schedule(seconds: float, servers: int) -> list[Fault]:
     """The faults of a run of ``seconds`` with ``servers`` servers, in time order."""
     last_start = seconds - QUIET_END
     faults: list[Fault] = []
-    at = 5.0
+    slots: list[float] = []
+    at = CUT_FIRST
     while at + CUT_FOR <= last_start:
         faults.append(Fault("cut_clients", at, CUT_FOR))
+        slots += [at + CUT_FOR + after for after in SLOTS_AFTER_CUT]
         at += CUT_EVERY
-    if servers >= 2 and 0.3 * seconds <= last_start:
-        faults.append(Fault("kill_server", 0.3 * seconds, RESTART_AFTER, server=0))
-    if 0.55 * seconds + REDIS_LINK_CUT_FOR <= seconds:
-        faults.append(
-            Fault("cut_redis_link", 0.55 * seconds, REDIS_LINK_CUT_FOR, server=servers - 1)
-        )
-    if 0.75 * seconds <= last_start:
-        faults.append(Fault("restart_redis", 0.75 * seconds, REDIS_DOWN_FOR))
+    slots = [t for t in slots if t <= last_start]
+    wanted: list[tuple[float, Fault]] = [
+        (0.25, Fault("cut_redis_link", 0, REDIS_LINK_CUT_FOR, server=servers - 1)),
+    ]
+    if servers >= 2:
+        wanted.append((0.45, Fault("kill_server", 0, RESTART_AFTER, server=0)))
+    wanted.append((0.65, Fault("restart_redis", 0, REDIS_DOWN_FOR)))
+    previous = -1.0
+    for fraction, fault in wanted:
+        free = [t for t in slots if t >= fraction * seconds and t > previous]
+        if not free:
+            free = [t for t in slots if t > previous]
+        if free:
+            previous = free[0]
+            faults.append(Fault(fault.kind, previous, fault.duration, fault.server))
     return sorted(faults, key=lambda f: f.at)

@@ -23,8 +23,10 @@ Rules (PROTOCOL.md sections 4 and 7):
   (``MemberList`` or ``Error``) in order. ``unavailable`` and ``rate_limited``
   retry the join with backoff; other codes drop the room.
 - ``Reconnected`` comes once every stream that was there before the drop has its
-  outcome and every recovered stream's replay (offsets N+1..P) is delivered;
-  a stream that misses its deadline is reported with error ``timeout``.
+  outcome and every recovered stream's replay (offsets N+1..P) is delivered; a
+  replay that stops short for ``request_timeout`` is reported with error
+  ``timeout``. A room whose rejoin is being retried (``unavailable`` while the
+  server's Redis is away) keeps the event waiting: it may still recover.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class Room:
     leaving: bool = False  # leave() was called; LeaveRoom goes once it is joined
     since: Position | None = None  # what the join in flight asked to recover from
     retry_at: float = 0.0
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.2, cap=5.0))
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.2, cap=2.0))
 
     def __post_init__(self) -> None:
         self.stream = Stream(self.name)
@@ -357,13 +359,17 @@ class ClientState:
             return [], True
         recovery = self._recovery
         if recovery is not None and recovery.deadline is not None and now >= recovery.deadline:
+            # Replays that stopped short; streams still waiting for their join's
+            # answer stay pending (a join retried during a Redis outage may yet recover).
+            recovery.deadline = None
             for key in list(recovery.pending):
                 stream = self.chat if key is None else self.rooms[key].stream
-                base = stream.outcome or StreamOutcome(key, False)
-                outcome = StreamOutcome(key, False, stream.replayed, base.lost, "timeout")
+                if stream.outcome is None:
+                    continue
+                outcome = StreamOutcome(key, False, stream.replayed, stream.outcome.lost, "timeout")
                 recovery.outcomes[key] = _merge(recovery.outcomes.get(key), outcome)
-            recovery.pending.clear()
-            return self._finish_recovery(recovery, now), False
+                recovery.pending.discard(key)
+            return self._finish_if_done(now), False
         return [], False
 
     # -- what the server sends -----------------------------------------------------
@@ -483,6 +489,7 @@ class ClientState:
         since: Position | None,
         recovered: bool | None,
         history: bool,
+        now: float,
     ) -> list[Event]:
         """Set a stream's position from a join's (or a connect's) answer: the stream
         is at ``top`` of ``epoch``; what comes next is the replay, then live traffic."""
@@ -494,6 +501,8 @@ class ClientState:
             stream.replay_to = top if top > since.offset else None
             stream.outcome = StreamOutcome(room, True)
             stream.wait_replay = True
+            if stream.replay_to is not None and self._recovery is not None:
+                self._recovery.deadline = now + self.request_timeout
             return events
         if since is not None:
             lost = Lost(room, epoch, top, "recovery")
@@ -521,15 +530,15 @@ class ClientState:
         if ask == "since":
             since = self.chat.position
             events = self._start_stream(
-                self.chat, top, epoch, since, c.get("recovered") is True, history
+                self.chat, top, epoch, since, c.get("recovered") is True, history, now
             )
         elif ask == "fresh" and recovering:
             # No position to recover from: whatever was said meanwhile may be missing.
             events = self._start_stream(
-                self.chat, top, epoch, Position(0, NO_EPOCH), False, history
+                self.chat, top, epoch, Position(0, NO_EPOCH), False, history, now
             )
         else:
-            events = self._start_stream(self.chat, top, epoch, None, None, history)
+            events = self._start_stream(self.chat, top, epoch, None, None, history, now)
         if recovering and self.chat.outcome is None:
             self.chat.outcome = StreamOutcome(None, None)
         return events + self._settle(None, now)
@@ -565,7 +574,7 @@ class ClientState:
         events: list[Event] = [room.member_list]
         since, room.since = room.since, None
         events += self._start_stream(
-            room.stream, top, epoch, since, recovered is True, room.history is not None
+            room.stream, top, epoch, since, recovered is True, room.history is not None, now
         )
         if self._recovery is not None and name in self._recovery.pending:
             if room.stream.outcome is None:
@@ -630,8 +639,6 @@ class ClientState:
         events: list[Event] = [
             Connected(self.url, user, self.server, self.sub, self.exp, self.stats.connections > 1)
         ]
-        if self._recovery is not None:
-            self._recovery.deadline = now + self.request_timeout
         return events + self._finish_if_done(now)
 
     def _error(self, c: Mapping[str, Any], now: float) -> list[Event]:
