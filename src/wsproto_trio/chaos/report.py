@@ -81,6 +81,7 @@ class Records:
     faults: list[Fault] = field(default_factory=list)
     ghost_presence_s: float | None = None
     server_rss_mb: dict[str, dict[str, float]] = field(default_factory=dict)
+    interrupted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class Report:
     server_rss_mb: dict[str, dict[str, float]]
     faults: list[dict[str, Any]]
     missing_sample: list[str]
+    interrupted: bool = False
 
     def last_line(self) -> str:
         return (
@@ -226,6 +228,7 @@ def compute(
             {"fault": f.label, "at": round(f.at, 2), "duration": f.duration} for f in records.faults
         ],
         missing_sample=missing,
+        interrupted=records.interrupted,
     )
 
 
@@ -262,6 +265,7 @@ def table(report: Report) -> str:
         f"chaos run: {report.seconds:g} s, {report.servers} servers, {report.clients} clients, "
         f"{report.rooms} rooms, {report.rate:g} msg/s, recovery "
         + ("on" if report.recovery else "off")
+        + (" (INTERRUPTED: partial figures)" if report.interrupted else "")
     )
     faults = "faults: " + "; ".join(f"{f['fault']} at {f['at']:g} s" for f in report.faults)
     lines = [head, faults, ""] + [f"  {name:<{width}}  {value}" for name, value in rows]

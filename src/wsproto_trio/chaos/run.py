@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import secrets
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -289,7 +290,7 @@ async def _inject(
         case "kill_server":
             server = cluster.servers[fault.server]
             cluster.sample_memory(records)
-            server.signal(9)
+            server.signal(signal.SIGKILL)
             nursery.start_soon(_ghosts, cluster, clients, server, records)
             await server.kill()
             await trio.sleep(fault.duration)
@@ -345,6 +346,16 @@ def _drained(clients: list[ChaosClient], records: Records) -> bool:
     return True
 
 
+async def _stop_on_signals(scope: trio.CancelScope, interrupted: trio.Event) -> None:
+    """SIGTERM or SIGHUP end the run like Ctrl-C does: every process is stopped."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.warning("chaos: %s; stopping", signal.Signals(signum).name)
+            interrupted.set()
+            scope.cancel()
+            return
+
+
 async def run_chaos(options: Options, say: Callable[[str], None] = print) -> Records:
     """Run the whole scenario and return its records."""
     if options.servers < 1 or options.clients < 1 or options.rooms < 1:
@@ -354,10 +365,12 @@ async def run_chaos(options: Options, say: Callable[[str], None] = print) -> Rec
     workdir.mkdir(parents=True, exist_ok=True)
     records = Records()
     clients: list[ChaosClient] = []
+    interrupted = trio.Event()
     cluster = Cluster(options, workdir)
     say(f"chaos: logs in {workdir}")
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, nursery.cancel_scope, interrupted)
             await cluster.start(nursery)
             say(f"chaos: redis on {cluster.redis.port}, servers on "
                 + ", ".join(str(s.port) for s in cluster.servers))  # fmt: skip
@@ -407,6 +420,7 @@ async def run_chaos(options: Options, say: Callable[[str], None] = print) -> Rec
             nursery.cancel_scope.cancel()
     finally:
         await cluster.stop()
+    records.interrupted = interrupted.is_set()
     failed = [c for c in clients if c.error]
     if failed:
         say(f"chaos: {len(failed)} clients stopped: {failed[0].error}")
