@@ -413,3 +413,23 @@ def test_a_rejoin_retried_past_the_deadline_still_recovers() -> None:
     events = state.receive(member_list("r", ["u1"], 3, recovered=True), later)
     reconnected = events[-1]
     assert isinstance(reconnected, Reconnected) and reconnected.recovered
+
+
+def test_no_chat_position_at_connect_drops_the_connection() -> None:
+    state = joined_state()
+    state.closed(None, "cut", 1.0)
+    state.query()
+    state.opened(URL, 1.0)
+    state.take_requests(1.0)
+    unavailable = env("error", "Error", {"code": "unavailable", "detail": "chat position"})
+    assert state.receive(unavailable, 1.0) == [Error("unavailable", "chat position")]
+    assert state.drop_reason is not None
+    state.closed(None, "dropped", 1.5)
+    state.query()
+    state.opened(URL, 2.0)
+    assert state.drop_reason is None
+    state.receive(position(5, recovered=True), 2.0)
+    state.take_requests(2.0)
+    state.receive(welcome(), 2.0)
+    state.receive(unavailable, 2.0)  # now it is the rejoin's answer
+    assert state.drop_reason is None and state.rooms["r"].status is Status.WANTED

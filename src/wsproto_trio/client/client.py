@@ -478,6 +478,10 @@ class Client:
                             self._ever_connected = True
                             self._backoff.reset()
                         await self._emit(event)
+                    if state.drop_reason is not None:
+                        self._abort_reason = state.drop_reason
+                        scope.cancel()
+                        return
         except ConnectionClosed:
             pass
         scope.cancel()

@@ -22,6 +22,9 @@ Rules (PROTOCOL.md sections 4 and 7):
   to earlier messages, and after it each join gets exactly one answer
   (``MemberList`` or ``Error``) in order. ``unavailable`` and ``rate_limited``
   retry the join with backoff; other codes drop the room.
+- the first chat envelope of a connection that asked for the chat's position is
+  ``Position``; an ``unavailable`` error in its place (the server could not read
+  it) drops the connection, so that no chat message arrives without a position.
 - ``Reconnected`` comes once every stream that was there before the drop has its
   outcome and every recovered stream's replay (offsets N+1..P) is delivered; a
   replay that stops short for ``request_timeout`` is reported with error
@@ -207,6 +210,7 @@ class ClientState:
         self.connected = False
         self.welcomed = False
         self.refresh_wanted = False
+        self.drop_reason: str | None = None  # set when the connection must be dropped
         self._hello_sent = False
         self._chat_ask: ChatAsk = "none"
         self._requests: deque[Request] = deque()
@@ -276,6 +280,7 @@ class ClientState:
         """A websocket to ``url`` is open (after ``query``)."""
         self.url = url
         self.connected = True
+        self.drop_reason = None
         self.welcomed = False
         self._hello_sent = False
         self._requests.clear()
@@ -645,6 +650,12 @@ class ClientState:
         code = _str(c.get("code")) or ""
         detail = _str(c.get("detail")) or ""
         head = self._requests[0] if self._requests else None
+        if code == "unavailable" and self._chat_ask in ("since", "fresh"):
+            # The server could not read the chat's position (its Redis is away) and
+            # would go on without one: the stream would have an untold gap. Drop
+            # this connection; the next one asks again.
+            self.drop_reason = f"the chat could not be recovered: {detail}"
+            return [Error(code, detail)]
         if head is not None and head.what == "refresh" and code in REFRESH_ERRORS:
             self._requests.popleft()
             return [Error(code, detail)]
