@@ -319,12 +319,16 @@ def test_leave_of_a_room_not_on_the_server_is_immediate() -> None:
         state.leave("r")
 
 
-def test_a_server_side_leave_is_not_rejoined() -> None:
+def test_a_leave_we_did_not_ask_for_starts_over_on_a_new_connection() -> None:
     state = joined_state()
     events = state.receive(env("chat-room", "LeftRoom", {"room": "r", "user": "u1"}), 1.0)
-    assert events == [Left("r", "u1")]
-    state.closed(None, "cut", 2.0)
-    assert state.rooms == {}
+    assert events == [] and state.drop_reason is not None
+    state.closed(None, "dropped", 2.0)
+    assert state.rooms["r"].status is Status.WANTED
+    state.query()
+    state.opened(URL, 2.0)
+    sent = state.take_requests(2.0)
+    assert contents(sent[-1]) == {"room": "r", "since": {"offset": 3, "epoch": "R"}}
 
 
 def test_an_unanswered_request_drops_the_connection() -> None:

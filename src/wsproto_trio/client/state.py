@@ -25,6 +25,8 @@ Rules (PROTOCOL.md sections 4 and 7):
 - the first chat envelope of a connection that asked for the chat's position is
   ``Position``; an ``unavailable`` error in its place (the server could not read
   it) drops the connection, so that no chat message arrives without a position.
+- our own ``LeftRoom`` that we did not ask for drops the connection too: the
+  next one rejoins with ``since`` (or is told the room is now forbidden).
 - ``Reconnected`` comes once every stream that was there before the drop has its
   outcome and every recovered stream's replay (offsets N+1..P) is delivered; a
   replay that stops short for ``request_timeout`` is reported with error
@@ -606,11 +608,18 @@ class ClientState:
         if room is None or room.status not in (Status.JOINED, Status.LEAVING):
             return None
         event = Left(name, user, _str(c.get("sub")))
-        if user == self.user:
-            # Our leave acknowledged, or the server took us out (a refreshed
-            # token no longer allows the room): either way it is not rejoined.
-            self._drop_room(name)
+        if user == self.user and room.status is Status.LEAVING:
+            self._drop_room(name)  # our leave, acknowledged
             return [event, *self._finish_if_done(now)]
+        if user == self.user:
+            # The server took us out without our asking: a refreshed token no
+            # longer allows the room, or presence lost us (a lease reaped while
+            # we were connected). Which one, and what the server still delivers,
+            # cannot be told from here: start over on a new connection, which
+            # rejoins with ``since`` (recovering what this one missed) or learns
+            # that the room is forbidden now.
+            self.drop_reason = f"the server took us out of room {name!r}"
+            return []
         room.members.pop(user, None)
         return [event]
 
