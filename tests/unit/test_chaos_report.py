@@ -123,3 +123,15 @@ def test_the_schedule_cuts_every_ten_seconds_and_ends_quiet(seconds: float) -> N
 
 def test_one_server_is_never_killed() -> None:
     assert "kill_server" not in {f.kind for f in default_schedule(60, 1)}
+
+
+def test_a_later_notice_does_not_cover_an_older_gap() -> None:
+    found = records(0, 1)
+    feed = Feed(found)
+    for n in (1, 2, 3):
+        feed.send(f"m{n}", 0)
+        feed.deliver(0, f"m{n}", n)
+    feed.deliver(1, "m3", 3)  # m1, m2 missed without a word
+    feed.lost(1, 0, "F")  # a new epoch later: it announces nothing about m1, m2
+    assert report(found)[1:3] == (6, 4)
+    assert report(found)[5] == 0

@@ -9,8 +9,9 @@ Definitions (docs/chaos.md explains the choices):
   message to the end (the client library keeps the subscriptions across
   reconnects), so an accepted message is *expected* once at every client of its
   stream, except where that client was told it may be missing: a ``Lost`` event
-  (a server notice, or a failed recovery) covers every message of the stream at
-  or before the position it names that the client had not received by then.
+  (a server notice, or a failed recovery) covers the messages of the stream
+  after the client's position then (its last delivery or notice) and up to the
+  position it names, that it had not received.
   Covered messages that never arrive are counted apart (``announced_lost``);
   covered messages that do arrive still count as expected and delivered;
 - *delivered*: expected deliveries made; a *duplicate* is a second delivery of
@@ -171,6 +172,7 @@ def compute(
             got: set[str] = set()
             covered: set[str] = set()
             last: tuple[str | None, int] | None = None
+            reached = (-1, 0)  # the stream's position at this client: last delivery or notice
             for event in events:
                 if event.stream != stream:
                     continue
@@ -185,11 +187,15 @@ def compute(
                         if last is not None and last[0] == event.epoch and event.offset < last[1]:
                             reordered += 1
                         last = (event.epoch, event.offset)
+                        reached = max(reached, rank(stream, event.epoch, event.offset))
                     continue
+                # A notice announces the gap from where the client was to what it names.
                 limit = rank(stream, event.epoch, event.offset)
                 for msg_id in accepted:
-                    if msg_id not in got and rank(stream, *positions[msg_id]) <= limit:
+                    where = rank(stream, *positions[msg_id])
+                    if msg_id not in got and reached < where <= limit:
                         covered.add(msg_id)
+                reached = max(reached, limit)
             for msg_id in accepted:
                 if msg_id in got:
                     expected += 1

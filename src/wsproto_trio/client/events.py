@@ -85,8 +85,8 @@ class Reconnected:
 
     @property
     def recovered(self) -> bool:
-        """True when no stream may be missing messages."""
-        return all(s.recovered is not False and s.error is None for s in self.streams)
+        """True when every stream recovered everything missed (False with recovery off)."""
+        return all(s.recovered is True and s.error is None for s in self.streams)
 
     @property
     def replayed(self) -> int:
