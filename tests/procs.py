@@ -106,8 +106,20 @@ async def spawn(
     command: list[str], tmp_path: Path, server_id: str, port: int, **variables: str
 ) -> AsyncIterator[ServerProcess]:
     """Start a server process; on failure print its log; always kill its group at the end."""
-    log_path = tmp_path / f"{server_id}.log"
     env = clean_env(SERVER_ID=server_id, **variables)
+    async with spawn_with_env(command, tmp_path, server_id, port, env) as server:
+        yield server
+
+
+@asynccontextmanager
+async def spawn_with_env(
+    command: list[str], tmp_path: Path, server_id: str, port: int, env: dict[str, str]
+) -> AsyncIterator[ServerProcess]:
+    """``spawn`` with the whole environment given (``server_id`` names the log).
+
+    Without SERVER_ID in ``env`` each of several Hypercorn workers picks its own.
+    """
+    log_path = tmp_path / f"{server_id}.log"
     log_file: IO[bytes] = log_path.open("wb")
     try:
         process = await trio.lowlevel.open_process(

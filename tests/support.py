@@ -18,7 +18,7 @@ import trio
 from hypercorn.trio import serve
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from wsproto_trio.app import Server, create_app
+from wsproto_trio.app import WsprotoApp, create_app
 from wsproto_trio.broker import Broker
 from wsproto_trio.cli import hypercorn_config
 from wsproto_trio.config import RateLimit, Settings
@@ -112,7 +112,7 @@ def settings_for(server_id: str, redis_url: str | None = None, **changes: Any) -
 
 @dataclass
 class RunningServer:
-    app: Server
+    app: WsprotoApp
     http: str  # http://127.0.0.1:PORT
 
     @property
@@ -186,20 +186,25 @@ async def wait_until_async(predicate: Callable[[], Any], timeout: float = DEADLI
 
 
 async def http_request(
-    method: str, url: str, body: str | None = None, token: str | None = None
+    method: str,
+    url: str,
+    body: str | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     """A minimal HTTP/1.1 client on trio sockets; returns status and decoded body."""
     rest = url.removeprefix("http://")
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
     payload = (body or "").encode()
-    headers = [f"{method} /{path} HTTP/1.1", f"Host: {hostport}", "Connection: close",
-               f"Content-Length: {len(payload)}"]  # fmt: skip
+    extra = [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines = [f"{method} /{path} HTTP/1.1", f"Host: {hostport}", "Connection: close",
+             f"Content-Length: {len(payload)}", *extra]  # fmt: skip
     if body is not None:
-        headers.append("Content-Type: application/json")
+        lines.append("Content-Type: application/json")
     if token is not None:
-        headers.append(f"Authorization: Bearer {token}")
-    request = ("\r\n".join(headers) + "\r\n\r\n").encode() + payload
+        lines.append(f"Authorization: Bearer {token}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
     with trio.fail_after(DEADLINE):
         stream = await trio.open_tcp_stream(host, int(port))
         async with stream:
@@ -387,7 +392,12 @@ class CutProxy:
             with trio.CancelScope() as scope:
                 self._scopes.add(scope)
                 try:
-                    upstream = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
+                    sock = trio.socket.socket()
+                    # A small receive buffer: a paused proxy soon stops Redis
+                    # from writing, instead of the kernel soaking up megabytes.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    await sock.connect(("127.0.0.1", self.upstream_port))
+                    upstream = trio.SocketStream(sock)
                     async with upstream, trio.open_nursery() as nursery:
                         nursery.start_soon(self._pipe, client, upstream, False)
                         nursery.start_soon(self._pipe, upstream, client, True)

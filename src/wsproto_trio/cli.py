@@ -1,9 +1,9 @@
 """``wsproto-trio serve``: run one server with Hypercorn in-process.
 
-Running Hypercorn ourselves (``hypercorn.trio.serve``) gives us the shutdown
-trigger: on SIGTERM or Ctrl-C the server stops accepting, closes every socket
-with 1001, removes its members from presence and exits within
-``SHUTDOWN_TIMEOUT``; a second signal exits at once.
+Running Hypercorn ourselves (``hypercorn.trio.serve``) gives us its shutdown
+trigger. The stop itself (SIGTERM or Ctrl-C: close every socket with 1001,
+leave presence, exit within ``SHUTDOWN_TIMEOUT``; a second signal exits at
+once) is ``server.lifecycle``, the same under plain ``hypercorn``.
 """
 
 from __future__ import annotations
@@ -12,22 +12,21 @@ import argparse
 import logging
 import math
 import os
-import signal
 import sys
+from functools import partial
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from .app import create_app
+from .app import WsprotoApp, create_app
 from .chaos.command import add_parser as add_chaos_command
 from .config import Settings, from_env
 from .errors import ConfigError
 from .logs import configure_logging
+from .server.lifecycle import Role
 
 log = logging.getLogger("wsproto_trio.cli")
-
-_HTTP_GRACE = 0.5
 
 
 def enable_heartbeat(config: Config, settings: Settings) -> None:
@@ -45,8 +44,8 @@ def enable_heartbeat(config: Config, settings: Settings) -> None:
 
     Not in ``hypercorn_config``: Hypercorn's ping task sleeps out its interval
     after its websocket has closed, and a server stopping waits for it (up to
-    ``graceful_timeout``). ``run_server`` cuts that wait once our own drain is
-    done; other users of ``hypercorn_config`` (in-process test servers) would
+    ``graceful_timeout``). Under ``wsproto-trio serve`` the lifecycle cuts that
+    wait once its drain is done; other users of ``hypercorn_config`` (in-process test servers) would
     pay it on every stop.
     """
     config.websocket_ping_interval = settings.heartbeat_interval
@@ -88,57 +87,21 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-async def run_server(settings: Settings) -> None:
-    app = create_app(settings)
+async def run_server(settings: Settings, app: WsprotoApp | None = None) -> int:
+    """Serve until stopped; returns the exit status (``server.lifecycle`` says when).
+
+    ``app``, when given, must be built with ``Role.COMMAND`` (tests pass a test double).
+    """
+    app = app if app is not None else create_app(settings, role=Role.COMMAND)
     config = hypercorn_config(settings)
     enable_heartbeat(config, settings)
-    stop = trio.Event()
-
-    async def shutdown_trigger() -> None:
-        await stop.wait()
-        log.info("shutting down: closing connections with 1001")
-        app.hub.drain()
-        await app.hub.deregister()
-        with trio.move_on_after(settings.shutdown_timeout):
-            await app.hub.wait_no_connections()
-        # Every websocket of ours is closed. Hypercorn would now wait up to
-        # graceful_timeout for its per-connection tasks, and a ping task
-        # sleeps out HEARTBEAT_INTERVAL after its socket closed; leave half a
-        # second for plain HTTP requests in flight and no more.
-        config.graceful_timeout = min(config.graceful_timeout, _HTTP_GRACE)
-
-    async def watch_signals(
-        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            task_status.started()
-            async for signum in signals:
-                if stop.is_set():
-                    log.warning("second signal: exiting now")
-                    os._exit(1)
-                log.info("received %s", signal.Signals(signum).name)
-                stop.set()
-
-    async def enforce_deadline() -> None:
-        # The graceful path is bounded piecewise (broker calls, Hypercorn's
-        # graceful_timeout, the shielded presence clean-up of each connection),
-        # and those bounds add up. This makes SHUTDOWN_TIMEOUT the bound on the
-        # whole stop: past it, exit now, like a second signal. Presence left
-        # behind is reaped by the other servers after PRESENCE_TTL.
-        await stop.wait()
-        await trio.sleep(settings.shutdown_timeout)
-        log.warning(
-            "shutdown did not finish within SHUTDOWN_TIMEOUT=%ss; exiting now",
-            settings.shutdown_timeout,
-        )
-        logging.shutdown()
-        os._exit(1)
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(watch_signals)
-        nursery.start_soon(enforce_deadline)
-        await serve(app, config, shutdown_trigger=shutdown_trigger)
-        nursery.cancel_scope.cancel()
+    await serve(
+        app, config, shutdown_trigger=partial(app.lifecycle.hypercorn_shutdown_trigger, config)
+    )
+    status = app.lifecycle.exit_status
+    if status != 0:
+        log.warning("stopped (%s); exiting with status %d", app.lifecycle.reason, status)
+    return status
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wsproto-trio: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)
-    trio.run(run_server, settings)
+    sys.exit(trio.run(run_server, settings))
 
 
 if __name__ == "__main__":

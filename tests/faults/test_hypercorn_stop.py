@@ -1,16 +1,12 @@
 """SIGTERM under the plain ``hypercorn`` command: what docs/deployment.md promises.
 
-The table "Starting a server" says that under ``hypercorn --worker-class trio
-... wsproto_trio.app:app`` a SIGTERM is not a drain: Hypercorn waits
-``--graceful-timeout`` (its default, 3 s) for connections to end, the app is not
-told, websockets are then cancelled and their TCP connections drop without a
-close frame (clients see 1006), and the app's shutdown hook then removes
-presence. This test stops such a process (its one worker holds a member of a
-room shared with a client of a ``wsproto-trio serve`` process) and checks what
-must hold either way: the process exits within the grace time plus a margin, the
-other server's client gets exactly one ``LeftRoom`` for the stopped member, and
-nothing of the stopped server stays in Redis. The close code the stopped
-server's clients saw is recorded as a figure.
+Hypercorn's parent catches the signal and sets the event its worker polls; the
+app watches the same event (``server.lifecycle``) and drains at once, as under
+``wsproto-trio serve``: every websocket is closed with 1001, presence is
+removed (the other server's client gets exactly one ``LeftRoom`` for the
+stopped member), nothing of the stopped server stays in Redis, and the process
+exits well within Hypercorn's grace time. ``test_sigterm_commands.py`` runs
+the same for each start command, ``-w 2`` included.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from ..procs import HYPERCORN, figure, next_of, spawn, spawn_server
 from ..support import Client, RedisProcess, free_port, open_client
 
 GRACEFUL_TIMEOUT = 3.0  # Hypercorn's default --graceful-timeout, not overridden here
-MARGIN = 2.0  # the worker's presence clean-up and both processes' exits
+MARGIN = 2.0  # both processes' exits
 
 
 async def test_sigterm_under_plain_hypercorn_leaves_presence_and_exits_in_time(
@@ -82,6 +78,7 @@ async def test_sigterm_under_plain_hypercorn_leaves_presence_and_exits_in_time(
             figure("hypercorn_sigterm_exit_status", code)
             print(f"hypercorn clients closed with {closes}")
             assert left == {"room": "shared", "user": a.user}
+            assert closes["a"][0] == closes["a2"][0] == 1001, closes
             assert code == 0, doomed.log()
             assert exited_after < GRACEFUL_TIMEOUT + MARGIN
 

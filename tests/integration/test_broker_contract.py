@@ -367,3 +367,65 @@ async def check_reconnection(pair: Pair, redis: RedisProcess) -> None:
 
     await wait_until_async(members_back)
     assert await a.broker.rooms() == {"r": 2}
+
+
+# -- history ---------------------------------------------------------------------------
+
+
+def chat_message(text: str) -> messages.Template:
+    return messages.new_message_received(text, "2024-01-01T00:00:00.000000Z")
+
+
+async def test_positions_count_from_one_and_every_subscriber_sees_the_same(pair: Pair) -> None:
+    for side in (pair.a, pair.b):
+        await side.broker.subscribe("chat")
+    before = await pair.a.broker.stream("chat", with_log=False)
+    assert before.position.offset == 0 and before.log == ()
+    positions = [await pair.b.broker.publish_message("chat", chat_message(t)) for t in "xyz"]
+    assert [p.offset for p in positions] == [1, 2, 3]
+    assert {p.epoch for p in positions} == {before.position.epoch}
+    for side in (pair.a, pair.b):
+        await wait_until(lambda side=side: len(side.sink.payloads("chat")) == 3)  # type: ignore[misc]
+        framed = side.sink.payloads("chat")
+        assert [f.split(" ", 2)[:2] for f in framed] == [
+            [str(p.offset), p.epoch] for p in positions
+        ]
+    state = await pair.a.broker.stream("chat", with_log=True)
+    assert state.position == positions[-1]
+    assert [json.loads(t)["message"]["contents"]["content"] for t in state.log] == list("xyz")
+    assert [json.loads(t)["message"]["contents"]["offset"] for t in state.log] == [1, 2, 3]
+
+
+async def test_join_reads_the_room_stream_at_the_join(pair: Pair) -> None:
+    room = messages.room_channel("h")
+    await pair.a.broker.publish_message(room, messages.new_message("h", "u0", "one"))
+    joined = await pair.b.broker.join(member("h", "u1"), with_log=True)
+    assert joined.users == ["u1"] and joined.records == [""]
+    assert joined.stream.position.offset == 1 and len(joined.stream.log) == 1
+    assert (await pair.b.broker.join(member("h", "u2"), with_log=False)).stream.log == ()
+
+
+async def test_history_is_bounded_and_expires(backend: Backend) -> None:
+    """HISTORY_SIZE bounds the log; HISTORY_TTL after the last message the stream
+    is gone (Redis: every key of it), and it comes back with a new epoch."""
+    if backend.redis is None:
+        net = MemoryNetwork(history_size=3, history_ttl=0.3)
+        broker: Broker = MemoryBroker("a", net)
+    else:
+        broker = RedisBroker(backend.redis.url, "a", history_size=3, history_ttl=0.3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.serve, Sink())
+        first = [await broker.publish_message("chat", chat_message(str(i))) for i in range(5)]
+        state = await broker.stream("chat", with_log=True)
+        assert state.position == first[-1] and len(state.log) == 3 and state.first == 3
+
+        if backend.redis is not None:
+            redis = backend.redis
+            assert redis.key_list("wsproto:{chat}:*") != []
+            await wait_until(lambda: redis.key_list("wsproto:{chat}:*") == [])
+        else:
+            await wait_until(lambda: net.stream_count() == 0)
+        again = await broker.stream("chat", with_log=True)
+        assert again.position.offset == 0 and again.log == ()
+        assert again.position.epoch != first[0].epoch
+        nursery.cancel_scope.cancel()

@@ -113,9 +113,19 @@ def test_first_message_sets_the_baseline() -> None:
 def test_duplicate_is_dropped() -> None:
     tracker = Tracker()
     tracker.observe(Position(3, E))
-    assert tracker.accept(entry(3)) == ([], False)
     assert tracker.accept(entry(4)) == ([entry(4)], False)
     assert tracker.accept(entry(4)) == ([], False)
+    assert tracker.accept(entry(3)) == ([], False)
+
+
+def test_messages_in_flight_at_the_baseline_are_still_delivered() -> None:
+    """A baseline read may overtake messages already published to this server."""
+    tracker = Tracker()
+    tracker.observe(Position(5, E))
+    assert tracker.accept(entry(4)) == ([entry(4)], False)
+    assert tracker.accept(entry(5)) == ([entry(5)], False)
+    assert tracker.accept(entry(6)) == ([entry(6)], False)
+    assert tracker.accept(entry(6)) == ([], False)
 
 
 def test_gap_is_held_then_filled_in_order() -> None:

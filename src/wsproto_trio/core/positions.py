@@ -128,6 +128,9 @@ class Tracker:
     next: int = 1
     filling: bool = False
     held: list[Entry] = field(default_factory=list)
+    # After a baseline from a read, messages below it may still be in flight to
+    # this server; nothing has been delivered yet, so they are not duplicates.
+    lenient: bool = False
 
     @property
     def known(self) -> bool:
@@ -139,6 +142,7 @@ class Tracker:
         if self.epoch is None:
             self.epoch = position.epoch
             self.next = position.offset + 1
+            self.lenient = True
 
     def accept(self, entry: Entry) -> tuple[list[Output], bool]:
         """A live positioned message. Returns what to deliver now, and whether a
@@ -165,9 +169,13 @@ class Tracker:
             return [Lost(entry.epoch, 0)], True
         if entry.offset == self.next:
             self.next += 1
+            self.lenient = False
             return [entry], False
         if entry.offset < self.next:
+            if self.lenient:
+                return [entry], False  # published before the baseline, arriving now
             return [], False  # a duplicate (a fill already delivered it)
+        self.lenient = False
         self.held.append(entry)
         self.filling = True
         return [], True
@@ -184,6 +192,7 @@ class Tracker:
     def filled(self, state: StreamState) -> list[Output]:
         """The stream's log, read for a fill: what to deliver, in order."""
         out: list[Output] = []
+        self.lenient = False
         if state.position.epoch != self.epoch:
             self.epoch = state.position.epoch
             self.next = 1

@@ -168,10 +168,17 @@ class Connection:
                 nursery.cancel_scope.cancel()
 
     async def _recover_chat(self, chat: ChatRecovery) -> None:
+        """The chat's ``Position`` and replay; without the broker, close with 1013.
+
+        The first chat envelope such a client gets must be ``Position``: going on
+        without it would hand it live chat it cannot place. 1013 (try again
+        later) makes it reconnect, with the same URL, once the broker is back."""
         try:
             await self.hub.recover_chat(self, chat.since, chat.history)
         except ProtocolError as exc:
+            log.info("chat position for %s unavailable (%s); closing 1013", self.id, exc.detail)
             self.error(exc)
+            self.close(CLOSE_TRY_AGAIN)
 
     @staticmethod
     async def _send_close(send: Send, code: int) -> None:

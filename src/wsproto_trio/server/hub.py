@@ -128,8 +128,10 @@ class Hub:
     def resubscribed(self, channels: Sequence[str]) -> None:
         for channel in channels:
             tracker = self._trackers.get(channel)
-            if tracker is not None and tracker.refill():
-                self._want_fill(channel)
+            if tracker is None:
+                continue
+            if not tracker.known or tracker.refill():
+                self._want_fill(channel)  # a fill, or a baseline read when nothing is known
 
     def local_members(self) -> list[Member]:
         return [
@@ -221,10 +223,10 @@ class Hub:
             for channel in sorted(self._to_fill):
                 self._to_fill.discard(channel)
                 tracker = self._trackers.get(channel)
-                if tracker is None or not tracker.filling:
+                if tracker is None or (tracker.known and not tracker.filling):
                     continue
                 try:
-                    state = await self.broker.stream(channel, with_log=True)
+                    state = await self.broker.stream(channel, with_log=tracker.known)
                 except BrokerUnavailable as exc:
                     log.warning("filling a gap in %s deferred: %s", channel, exc)
                     self._to_fill.add(channel)
@@ -233,6 +235,9 @@ class Hub:
                 self.metrics.history_reads.inc()
                 if self._trackers.get(channel) is not tracker:
                     continue  # unsubscribed meanwhile
+                if not tracker.known:
+                    tracker.observe(state.position)  # the baseline: nothing was missed yet
+                    continue
                 self._begin_batch()
                 for item in tracker.filled(state):
                     self._emit(channel, item)
@@ -427,7 +432,6 @@ class Hub:
     async def _leave(self, connection: Recipient, room: str, *, acknowledge: bool) -> None:
         member = connection.member(room)
         last = self.rooms.remove(room, connection)
-        connection.forget(room)
         if acknowledge:
             connection.offer(member.left)
         try:

@@ -1,4 +1,4 @@
-"""router: the room table, its reference counts and its pending buffers."""
+"""rooms: the room table, its reference counts, pending buffers and floors."""
 
 from __future__ import annotations
 
