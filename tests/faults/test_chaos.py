@@ -21,7 +21,7 @@ async def test_a_short_chaos_run_delivers_everything(tmp_path: Path) -> None:
     ]  # fmt: skip
     with trio.fail_after(CHAOS_DEADLINE):
         done = await trio.run_process(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
+            command, capture_stdout=True, stderr=subprocess.STDOUT, check=False
         )
     output = done.stdout.decode(errors="replace")
     assert done.returncode == 0, output
