@@ -113,7 +113,7 @@ async def run_room(
     try:
         async with open_client(urls, token=token, timeout=timeout) as client:
             out(f"connected as {client.user} to server {client.server}")
-            out(format_event(await client.join(room, history=history)))
+            await client.join(room, history=history)  # its MemberList is printed below
             for text in messages:
                 await client.send(room, text)
             await _watch(client, room, duration, follow, out)
