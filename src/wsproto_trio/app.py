@@ -21,6 +21,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.routing import PathConverter
 
+from .auth.verifier import Verifier
 from .broker import Broker
 from .broker.memory import MemoryBroker, MemoryNetwork
 from .config import Settings, from_env
@@ -57,12 +58,13 @@ class WsprotoApp(QuartTrio):
 
     settings: Settings
     hub: Hub
+    verifier: Verifier | None  # None: authentication is off
     lifecycle: Lifecycle
     index_html: bytes
 
     async def asgi_app(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
-            await serve_websocket(self.settings, self.hub, scope, receive, send)
+            await serve_websocket(self.settings, self.hub, scope, receive, send, self.verifier)
         else:
             await super().asgi_app(scope, receive, send)
 
@@ -86,6 +88,7 @@ def create_app(
     guard_websocket_buffer()
     app = WsprotoApp(__name__)
     app.settings = settings
+    app.verifier = Verifier(settings.auth) if settings.auth is not None else None
     app.hub = Hub(settings.server_id, broker if broker is not None else make_broker(settings))
     app.lifecycle = Lifecycle(app.hub, settings.shutdown_timeout, role)
     # Quart cancels its lifespan nursery (where the lifecycle runs) this long

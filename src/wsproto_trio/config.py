@@ -10,11 +10,12 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
+from .auth.keys import load_public_key_file
 from .errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -39,6 +40,31 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Authentication with JWTs (PROTOCOL.md section 8): exactly one key source.
+
+    ``public_key`` holds the PEM text read from ``AUTH_JWT_PUBLIC_KEY`` at
+    start-up (``public_key_path`` names the file). Neither the secret nor a key
+    is in ``repr``, so logging the settings cannot leak them.
+    """
+
+    secret: str | None = field(default=None, repr=False)
+    public_key: str | None = field(default=None, repr=False)
+    public_key_path: str | None = None
+    jwks_url: str | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = 5.0
+    anonymous: bool = False
+    refresh_notice: float = 30.0
+
+    def __post_init__(self) -> None:
+        sources = [s for s in (self.secret, self.public_key, self.jwks_url) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("AuthSettings needs exactly one of secret, public_key, jwks_url")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str | None = None
     host: str = "0.0.0.0"
@@ -49,7 +75,7 @@ class Settings:
     send_queue_bytes: int = 4 * 1024 * 1024
     rate_limit: RateLimit = RateLimit(rate=100.0, burst=200.0)
     presence_ttl: float = 15.0
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     max_connections: int = 0
@@ -60,6 +86,7 @@ class Settings:
     history_size: int = 100
     history_ttl: float = 300.0
     redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
+    auth: AuthSettings | None = None  # None: no authentication
 
     def with_changes(self, **changes: object) -> Settings:
         """A copy with some fields replaced; tests build their servers this way."""
@@ -207,4 +234,96 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
                 "REDIS_CLUSTER_NODES", "set either REDIS_URL or REDIS_CLUSTER_NODES, not both"
             )
         changes["redis_cluster_nodes"] = _parse_cluster_nodes(value)
+    changes["auth"] = auth_from_env(get, env.keys())
     return Settings().with_changes(**changes)
+
+
+AUTH_KEY_VARIABLES = ("AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY", "AUTH_JWKS_URL")
+AUTH_OTHER_VARIABLES = (
+    "AUTH_AUDIENCE",
+    "AUTH_ISSUER",
+    "AUTH_LEEWAY",
+    "AUTH_ANONYMOUS",
+    "AUTH_REFRESH_NOTICE",
+)
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as its hash
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def auth_from_env(get: Callable[[str], str | None], names: Iterable[str]) -> AuthSettings | None:
+    """``AUTH_*`` settings; ``None`` (no authentication) when none is set.
+
+    One key variable turns authentication on. Any other ``AUTH_*`` variable
+    without one, two key variables, or an ``AUTH_*`` name we do not know (a
+    typo would otherwise leave a check silently off) is invalid.
+    """
+    known = AUTH_KEY_VARIABLES + AUTH_OTHER_VARIABLES
+    for name in sorted(names):
+        if name.startswith("AUTH_") and name not in known and get(name) is not None:
+            raise ConfigError(name, f"unknown variable (known: {', '.join(known)})")
+    keys = [name for name in AUTH_KEY_VARIABLES if get(name) is not None]
+    if not keys:
+        for name in AUTH_OTHER_VARIABLES:
+            if get(name) is not None:
+                raise ConfigError(
+                    name, "needs AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL as well"
+                )
+        return None
+    if len(keys) > 1:
+        raise ConfigError(keys[1], f"set only one of {', '.join(AUTH_KEY_VARIABLES)}")
+    changes: dict[str, object] = {}
+    if (value := get("AUTH_JWT_SECRET")) is not None:
+        if len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                "AUTH_JWT_SECRET",
+                f"must be at least {MIN_SECRET_BYTES} bytes (make one: openssl rand -hex 32)",
+            )
+        changes["secret"] = value
+    if (value := get("AUTH_JWT_PUBLIC_KEY")) is not None:
+        changes["public_key_path"] = value.strip()
+        changes["public_key"] = load_public_key_file("AUTH_JWT_PUBLIC_KEY", value.strip())
+    if (value := get("AUTH_JWKS_URL")) is not None:
+        changes["jwks_url"] = _parse_jwks_url(value.strip())
+    if (value := get("AUTH_AUDIENCE")) is not None:
+        changes["audience"] = value.strip()
+    if (value := get("AUTH_ISSUER")) is not None:
+        changes["issuer"] = value.strip()
+    if (value := get("AUTH_LEEWAY")) is not None:
+        changes["leeway"] = _parse_leeway(value)
+    if (value := get("AUTH_ANONYMOUS")) is not None:
+        changes["anonymous"] = _parse_bool("AUTH_ANONYMOUS", value)
+    if (value := get("AUTH_REFRESH_NOTICE")) is not None:
+        changes["refresh_notice"] = parse_duration("AUTH_REFRESH_NOTICE", value)
+    return AuthSettings(**changes)  # type: ignore[arg-type]  # dataclass kwargs
+
+
+def _parse_jwks_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https", "file"):
+        raise ConfigError(
+            "AUTH_JWKS_URL", f"expected an http://, https:// or file:// URL, got {text!r}"
+        )
+    if parts.scheme != "file" and not parts.hostname:
+        raise ConfigError("AUTH_JWKS_URL", f"no host in {text!r}")
+    if parts.scheme == "file" and not parts.path:
+        raise ConfigError("AUTH_JWKS_URL", f"no path in {text!r}")
+    return text
+
+
+def _parse_leeway(text: str) -> float:
+    if text.strip() in ("0", "0s", "0ms"):
+        return 0.0
+    seconds = parse_duration("AUTH_LEEWAY", text)
+    if seconds > 3600:
+        raise ConfigError("AUTH_LEEWAY", "must be at most an hour")
+    return seconds
+
+
+def _parse_bool(variable: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(variable, f"expected true or false, got {text!r}")

@@ -75,3 +75,27 @@ class Unavailable(ProtocolError):
 
 class BrokerUnavailable(WsprotoTrioError):
     """The broker is unreachable right now; the operation did not happen."""
+
+
+class Forbidden(ProtocolError):
+    """The connection's token does not allow this ``JoinRoom``/``SendMessage``/``SubmitMessage``."""
+
+    code = "forbidden"
+
+
+class InvalidToken(ProtocolError):
+    """A ``Refresh`` whose token is invalid or names another subject; nothing changed."""
+
+    code = "invalid_token"
+
+
+class TokenRejected(WsprotoTrioError):
+    """A token failed verification; ``reason`` is readable and never holds the token."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class KeysUnavailable(WsprotoTrioError):
+    """The verification keys (a JWKS document) could not be fetched: not the token's fault."""

@@ -132,7 +132,9 @@ async def api_publish() -> Response:
     except UnicodeDecodeError:
         return json_response({"error": "body must be UTF-8 JSON"}, 400)
     try:
-        channel, message = publication(raw)
+        # With authentication on the API is nobody: its messages carry "sub": null.
+        identity: messages.Identity = {"sub": None} if server().settings.auth else {}
+        channel, message = publication(raw, identity)
     except ValueError as exc:
         return json_response({"error": str(exc)}, 400)
     await server().hub.publish_message(channel, message)
@@ -204,7 +206,9 @@ async def history(channel: str, limit: int) -> dict[str, object]:
     }
 
 
-def publication(raw: str) -> tuple[str, messages.Template]:
+def publication(
+    raw: str, identity: messages.Identity = messages.NO_IDENTITY
+) -> tuple[str, messages.Template]:
     """Validate a ``POST /api/publish`` body; ``ValueError`` says what is wrong."""
     try:
         body = json.loads(raw)
@@ -216,11 +220,12 @@ def publication(raw: str) -> tuple[str, messages.Template]:
     try:
         if channel == "chat":
             content = messages.require_text(body.get("content"), "'content'")
-            return messages.CHAT_CHANNEL, messages.new_message_received(content)
+            message = messages.new_message_received(content, identity=identity)
+            return messages.CHAT_CHANNEL, message
         if channel == "chat-room":
             room = messages.validate_room(body.get("room"))
             text = messages.require_text(body.get("message"), "'message'")
-            return messages.room_channel(room), messages.new_message(room, "api", text)
+            return messages.room_channel(room), messages.new_message(room, "api", text, identity)
     except ProtocolError as exc:
         raise ValueError(exc.detail) from None
     raise ValueError("'channel' must be 'chat' or 'chat-room'")

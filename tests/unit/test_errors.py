@@ -18,6 +18,8 @@ WIRE_CODES = [
     (errors.UnsupportedFrame, "unsupported_frame"),
     (errors.RateLimited, "rate_limited"),
     (errors.Unavailable, "unavailable"),
+    (errors.Forbidden, "forbidden"),
+    (errors.InvalidToken, "invalid_token"),
 ]
 
 

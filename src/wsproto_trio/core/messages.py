@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -76,7 +76,14 @@ class Hello:
     """Our extension: the client asks for its own user id and the server's id."""
 
 
-Inbound = SubmitMessage | JoinRoom | LeaveRoom | SendMessage | Hello
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new token for this connection (PROTOCOL.md section 8); never in a repr or log."""
+
+    token: str = field(repr=False)
+
+
+Inbound = SubmitMessage | JoinRoom | LeaveRoom | SendMessage | Hello | Refresh
 
 
 def split_frame(text: str, batched: bool) -> list[str]:
@@ -114,6 +121,10 @@ def decode(text: str) -> Inbound:
         case "chat-room":
             return _decode_room_message(kind, contents)
         case "session":
+            if kind == "Refresh":
+                if not isinstance(contents, dict):
+                    raise InvalidMessage("Refresh contents must be an object with 'token'")
+                return Refresh(require_text(contents.get("token"), "contents.token"))
             if kind != "Hello":
                 raise UnknownType(f"unknown type {_quote(kind)} on channel 'session'")
             return Hello()
@@ -338,8 +349,18 @@ def lost(room: str | None, epoch: str, offset: int) -> str:
     return envelope("chat-room", "Lost", {"room": room, "epoch": epoch, "offset": offset})
 
 
-def welcome(user: str, server: str) -> str:
-    return envelope("session", "Welcome", {"user": user, "server": server})
+def welcome(user: str, server: str, identity: Identity = NO_IDENTITY) -> str:
+    """``identity``: ``sub`` and ``exp`` with authentication on."""
+    return envelope("session", "Welcome", {"user": user, "server": server, **identity})
+
+
+def expiring(exp: float) -> str:
+    return envelope("session", "Expiring", {"exp": exp})
+
+
+def member_record(user: str, identity: Identity) -> str:
+    """A member's entry in ``MemberList.members``, as presence stores it (encoded)."""
+    return _encode({"user": user, **identity})
 
 
 def error(code: str, detail: str) -> str:

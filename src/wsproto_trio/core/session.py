@@ -10,6 +10,14 @@ Rules (PROTOCOL.md sections 4 and 7):
   set of rooms a connection is in;
 - ``JoinRoom`` may carry a recovery point (``since``) and/or ``history``;
   ``history`` beyond ``HISTORY_SIZE`` counts as ``HISTORY_SIZE``;
+- with authentication on (``claims`` set, section 8), a ``JoinRoom``,
+  ``SendMessage`` or ``SubmitMessage`` the claims do not allow is ``forbidden``:
+  after the shape and room-name checks (done by ``messages.decode``), before
+  the membership checks; ``Refresh`` hands the token to the connection to
+  verify, and ``refresh`` then applies the new claims (``core.claims.refresh``);
+  with authentication off ``Refresh`` is an unknown type;
+- the identity fields (``sub``, ``info``, ``exp``) come from the claims, and
+  are empty with authentication off, so that none of them appear;
 - over the rate limit a message is dropped with ``rate_limited``; a client that
   keeps pushing past the limit is told to go (``abusive``).
 
@@ -23,14 +31,17 @@ from enum import Enum
 from typing import assert_never
 
 from ..config import RateLimit
-from ..errors import AlreadyJoined, NotJoined
+from ..errors import AlreadyJoined, Forbidden, NotJoined, UnknownType
+from . import claims as rules
 from . import messages
+from .claims import Claims
 from .messages import (
     Hello,
     Identity,
     Inbound,
     JoinRoom,
     LeaveRoom,
+    Refresh,
     SendMessage,
     SubmitMessage,
     Template,
@@ -65,7 +76,14 @@ class Reply:
     payload: str
 
 
-Action = Publish | Join | Leave | Reply
+@dataclass(frozen=True, slots=True)
+class Reauthenticate:
+    """Verify ``token``, then call ``Session.refresh`` with its claims."""
+
+    token: str = field(repr=False)
+
+
+Action = Publish | Join | Leave | Reply | Reauthenticate
 
 
 @dataclass(slots=True)
@@ -73,17 +91,32 @@ class Session:
     user_id: str
     server_id: str
     history_size: int = 100
+    claims: Claims | None = None  # None: authentication is off
     rooms: set[str] = field(default_factory=set)
-    identity: Identity = field(default_factory=dict)  # sub/info with authentication on
+    identity: Identity = field(default_factory=dict)  # sub with authentication on
+    profile: Identity = field(default_factory=dict)  # sub and info with authentication on
+
+    def __post_init__(self) -> None:
+        self._take(self.claims)
+
+    def _take(self, claims: Claims | None) -> None:
+        self.claims = claims
+        self.identity = claims.subject() if claims is not None else {}
+        self.profile = claims.profile() if claims is not None else {}
 
     def handle(self, message: Inbound) -> Action:
+        claims = self.claims
         match message:
             case SubmitMessage(content):
+                if claims is not None and not claims.may_chat():
+                    raise Forbidden("your token does not allow posting to the chat")
                 return Publish(
                     messages.CHAT_CHANNEL,
                     messages.new_message_received(content, identity=self.identity),
                 )
             case JoinRoom(room, since, history):
+                if claims is not None and not claims.may_join(room):
+                    raise Forbidden(f"your token does not allow joining room {room!r}")
                 if room in self.rooms:
                     raise AlreadyJoined(f"already a member of room {room!r}")
                 self.rooms.add(room)
@@ -96,6 +129,8 @@ class Session:
                 self.rooms.discard(room)
                 return Leave(room)
             case SendMessage(room, text):
+                if claims is not None and not claims.may_send(room):
+                    raise Forbidden(f"your token does not allow sending to room {room!r}")
                 if room not in self.rooms:
                     raise NotJoined(f"not a member of room {room!r}")
                 return Publish(
@@ -103,9 +138,32 @@ class Session:
                     messages.new_message(room, self.user_id, text, self.identity),
                 )
             case Hello():
-                return Reply(messages.welcome(self.user_id, self.server_id))
+                return Reply(self.welcome())
+            case Refresh(token):
+                if claims is None:
+                    raise UnknownType("Refresh needs authentication, which is off on this server")
+                return Reauthenticate(token)
             case _:
                 assert_never(message)
+
+    def welcome(self) -> str:
+        extra: Identity = {}
+        if self.claims is not None:
+            extra = {"sub": self.claims.sub, "exp": self.claims.exp}
+        return messages.welcome(self.user_id, self.server_id, extra)
+
+    def refresh(self, new: Claims) -> list[str]:
+        """Take ``new`` claims; the rooms to leave now, already out of ``rooms``.
+
+        ``InvalidToken`` (nothing changes) for another subject or an anonymous
+        connection.
+        """
+        if self.claims is None:
+            raise UnknownType("Refresh needs authentication, which is off on this server")
+        leave = rules.refresh(self.claims, new, self.rooms)
+        self._take(new)
+        self.rooms.difference_update(leave)
+        return leave
 
     def forget(self, room: str) -> None:
         """Undo a join that did not happen."""

@@ -8,7 +8,10 @@ Rules:
 - with the ndjson subprotocol the writer sends everything already queued as one
   frame (never waiting to fill it), otherwise one envelope per frame;
 - an error answers the offending client only; the connection stays open, except
-  for the close codes of PROTOCOL.md section 5.
+  for the close codes of PROTOCOL.md section 5;
+- with authentication on, the connection's claims come from the handshake; a
+  timer task sends ``Expiring`` and closes with 4001 at ``exp``; a ``Refresh``
+  is verified here (the only await of it) and applied by the session.
 
 The ASGI websocket events are used directly (no Quart websocket object on the
 hot path): ``receive``/``send`` are the server's callables.
@@ -26,13 +29,32 @@ import trio
 from ..broker import Member
 from ..config import Settings
 from ..core import messages
+from ..core.claims import Claims
 from ..core.messages import ChatRecovery
-from ..core.session import Join, Leave, Publish, RateLimiter, Reply, Session, Verdict
-from ..errors import ProtocolError, RateLimited, UnsupportedFrame
+from ..core.session import (
+    Join,
+    Leave,
+    Publish,
+    RateLimiter,
+    Reauthenticate,
+    Reply,
+    Session,
+    Verdict,
+)
+from ..errors import (
+    InvalidToken,
+    KeysUnavailable,
+    ProtocolError,
+    RateLimited,
+    TokenRejected,
+    UnsupportedFrame,
+)
 from ..logs import connection_id_var
 from ..metrics import out_channel
+from .expiry import ExpiryTimer
 
 if TYPE_CHECKING:
+    from ..auth.verifier import Verifier
     from .hub import Hub  # the connection calls the hub; the hub knows it only as a Recipient
 
 log = logging.getLogger("wsproto_trio.connection")
@@ -44,6 +66,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
+CLOSE_TOKEN_EXPIRED = 4001
 _MAX_BATCH_CHARS = 64 * 1024  # bounds the transient join per frame per connection
 
 
@@ -51,6 +74,7 @@ class Connection:
     # Slots: an idle connection costs a few hundred bytes less.
     __slots__ = (
         "_cancel",
+        "_expiry",
         "_out",
         "_queue",
         "batched",
@@ -62,14 +86,31 @@ class Connection:
         "queued_chars",
         "session",
         "settings",
+        "verifier",
     )
 
-    def __init__(self, settings: Settings, hub: Hub, *, batched: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        *,
+        batched: bool,
+        claims: Claims | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
+        """``claims`` and ``verifier``: from the handshake, with authentication on."""
         self.id = str(uuid.uuid4())  # the connection's "user" id on the wire
         self.settings = settings
         self.hub = hub
         self.batched = batched
-        self.session = Session(self.id, settings.server_id, settings.history_size)
+        self.session = Session(self.id, settings.server_id, settings.history_size, claims)
+        self.verifier = verifier
+        self._expiry: ExpiryTimer | None = None
+        if claims is not None and verifier is not None:
+            self._expiry = ExpiryTimer(
+                verifier.settings.refresh_notice, self._expiring, self._expired
+            )
+            self._expiry.set(claims.exp)
         self.limiter = RateLimiter(settings.rate_limit, trio.current_time())
         # The bounded channel from every producer to the writer. ``queued`` and
         # ``queued_chars`` count envelopes not yet sent: in the channel, or taken
@@ -92,12 +133,13 @@ class Connection:
 
     def member(self, room: str) -> Member:
         """This connection's presence entry in ``room``, its announcements encoded here."""
-        identity = self.session.identity
+        session = self.session
         return Member(
             room=room,
             user=self.id,
-            joined=messages.joined_room(room, self.id, identity),
-            left=messages.left_room(room, self.id, identity),
+            joined=messages.joined_room(room, self.id, session.profile),
+            left=messages.left_room(room, self.id, session.identity),
+            record=messages.member_record(self.id, session.profile) if session.profile else "",
         )
 
     def offer(self, payload: str) -> None:
@@ -157,6 +199,8 @@ class Connection:
         with self._cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, send)
+                if self._expiry is not None:
+                    nursery.start_soon(self._expiry.serve)
                 async with self.hub.connected(self, recovering_chat=chat is not None):
                     try:
                         if chat is not None:
@@ -184,7 +228,10 @@ class Connection:
     async def _send_close(send: Send, code: int) -> None:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 1.0
-            await send({"type": "websocket.close", "code": code})
+            event: dict[str, Any] = {"type": "websocket.close", "code": code}
+            if code == CLOSE_TOKEN_EXPIRED:
+                event["reason"] = "token expired"
+            await send(event)
 
     async def _write(self, send: Send) -> None:
         """Send what is queued, in order; the only task that sends data frames.
@@ -284,5 +331,34 @@ class Connection:
                 case Reply(payload):
                     self.hub.metrics.messages_in.labels("session").inc()
                     self.offer(payload)
+                case Reauthenticate(token):
+                    self.hub.metrics.messages_in.labels("session").inc()
+                    await self._refresh(token)
         except ProtocolError as exc:
             self.error(exc)
+
+    # -- authentication ----------------------------------------------------------
+
+    async def _refresh(self, token: str) -> None:
+        """Replace the claims with a verified token's (same subject), or change nothing."""
+        if self.verifier is None:
+            raise InvalidToken("authentication is off on this server")
+        try:
+            claims = await self.verifier.verify(token)
+        except TokenRejected as exc:
+            raise InvalidToken(exc.reason) from None
+        except KeysUnavailable as exc:
+            raise InvalidToken(str(exc)) from None
+        for room in self.session.refresh(claims):
+            log.info("client %s left %r: its refreshed token does not allow it", self.id, room)
+            await self.hub.leave(self, room)
+        self.offer(self.session.welcome())
+        if self._expiry is not None:
+            self._expiry.set(claims.exp)
+
+    def _expiring(self, exp: float) -> None:
+        self.offer(messages.expiring(exp))
+
+    def _expired(self) -> None:
+        log.info("client %s: token expired; closing with 4001", self.id)
+        self.close(CLOSE_TOKEN_EXPIRED)

@@ -415,7 +415,14 @@ class Hub:
             tracker.observe(state.position)
         replay, recovered = positions.replay(state, since, history)
         self._count_recovery("room", recovered, history)
-        records = [json.loads(r) for r in joined.records] if member.record else None
+        records = None
+        if member.record:
+            # A member registered by a server without authentication has no
+            # record (a cluster being switched over): list it by its id alone.
+            records = [
+                json.loads(r) if r else {"user": u}
+                for u, r in zip(joined.users, joined.records, strict=True)
+            ]
         connection.offer(
             messages.member_list(
                 room, joined.users, state.position, recovered=recovered, members=records

@@ -15,6 +15,8 @@ from typing import Any
 
 import trio
 
+from ..auth.handshake import authenticate
+from ..auth.verifier import Verifier
 from ..config import Settings
 from ..core import messages
 from ..errors import ProtocolError
@@ -26,8 +28,14 @@ log = logging.getLogger("wsproto_trio.app")
 
 
 async def serve_websocket(
-    settings: Settings, hub: Hub, scope: dict[str, Any], receive: Receive, send: Send
+    settings: Settings,
+    hub: Hub,
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    verifier: Verifier | None = None,
 ) -> None:
+    """Handshake, refusals (503/403, 401 without a valid token, 400), then one connection."""
     server_id_var.set(settings.server_id)
     # Defence in depth only: Hypercorn calls the app once the request head is
     # in, so ``websocket.connect`` is already waiting here. The guard against a
@@ -43,6 +51,17 @@ async def serve_websocket(
         log.info("websocket refused with %d: %s", status, reason)
         await _reject(scope, send, status, reason)
         return
+    claims = None
+    if verifier is not None:
+        # Before any other check of the query: a client without a valid token
+        # learns nothing else about the server.
+        outcome = await authenticate(verifier, scope)
+        if isinstance(outcome, tuple):
+            status, reason = outcome
+            log.info("websocket refused with %d: %s", status, reason)
+            await _reject(scope, send, status, reason)
+            return
+        claims = outcome
     try:
         chat = messages.chat_recovery(scope.get("query_string", b"").decode("latin-1"))
     except ProtocolError as exc:
@@ -56,7 +75,8 @@ async def serve_websocket(
             "subprotocol": messages.NDJSON_SUBPROTOCOL if batched else None,
         }
     )
-    await Connection(settings, hub, batched=batched).run(receive, send, chat)
+    connection = Connection(settings, hub, batched=batched, claims=claims, verifier=verifier)
+    await connection.run(receive, send, chat)
 
 
 def _refusal(settings: Settings, hub: Hub, scope: dict[str, Any]) -> tuple[int, str] | None:
