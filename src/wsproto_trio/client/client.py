@@ -138,6 +138,16 @@ class Client:
         return self._state.server
 
     @property
+    def sub(self) -> str | None:
+        """The token's subject, as the server's ``Welcome`` gave it (authentication on)."""
+        return self._state.sub
+
+    @property
+    def exp(self) -> float | None:
+        """When the connection's token expires (the latest ``Welcome``, also after a refresh)."""
+        return self._state.exp
+
+    @property
     def url(self) -> str:
         """The URL of the current (or last) connection, without its query."""
         return self._state.url
