@@ -4,14 +4,14 @@
 Usage:
     python examples/demo.py ws://127.0.0.1:9000/websockets ws://127.0.0.1:9001/websockets
                             [--http1 http://127.0.0.1:9000] [--http2 http://127.0.0.1:9001]
-                            [--step-timeout SECONDS]
+                            [--token JWT] [--step-timeout SECONDS]
 
 Starts nothing: both servers must be running, and share one Redis for the cross-server
 steps to pass. The HTTP base of each server (for ``/ping1``, ``/ping2``) is derived from
 its websocket URL (``ws://h:p/websockets`` -> ``http://h:p``) unless given. Client A
 talks to server 1, client B to server 2:
 
- 1. A and B connect and say Hello; each learns its user id from Welcome
+ 1. A and B connect (the client library says Hello); each learns its user id from Welcome
  2. GET /ping1 on server 1, GET /ping2 on server 2: A and B both get Ping 1 and Ping 2
  3. A chats: A and B both get NewMessageReceived with that content, postedAt ending in Z
  4. A joins room demo-<random>: A gets MemberList [A], then JoinedRoom A
@@ -32,35 +32,37 @@ From a test: ``ok = await run_demo(url1, url2)`` (``out=`` to collect the lines)
 import argparse
 import functools
 import secrets
-import sys
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _client import (
+from wsproto_trio.client import (
+    ChatMessage,
     Client,
-    Envelope,
-    ServerError,
-    closed_text,
-    contents,
-    describe,
-    field,
-    format_envelope,
-    http_base,
-    http_get,
-    in_room,
-    kind,
+    ClientError,
+    Error,
+    Event,
+    Joined,
+    Left,
+    MemberList,
+    Other,
+    Ping,
+    RoomMessage,
     open_client,
-    say,
 )
+from wsproto_trio.client.text import format_event
 
+E = TypeVar("E", bound=Event)
 QUIET_WINDOW = 0.5  # seconds a non-member listens for room traffic that must not come
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
 
 
 class StepFailed(Exception):
@@ -70,6 +72,45 @@ class StepFailed(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise StepFailed(message)
+
+
+def http_base(ws_url: str) -> str:
+    """``ws://h:p/websockets`` -> ``http://h:p`` (``wss`` -> ``https``)."""
+    parts = urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+async def http_get(
+    base_url: str,
+    path: str,
+    timeout: float = 5.0,  # noqa: ASYNC109 - also urllib's socket timeout: the thread can't be cancelled
+) -> tuple[int, str]:
+    """GET ``base_url + path`` in a worker thread; ``(status, body)`` for any status.
+    Environment proxies are ignored: the demo talks to servers it reaches directly."""
+    url = base_url.rstrip("/") + path
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def fetch() -> tuple[int, str]:
+        try:
+            with opener.open(url, timeout=timeout) as response:
+                return int(response.status), response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode("utf-8", "replace")
+
+    with trio.fail_after(timeout):
+        return await trio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+
+
+def room_of(event: Event) -> str | None:
+    """The room an event is about (``Other`` envelopes of chat-room included)."""
+    match event:
+        case RoomMessage() | Joined() | Left() | MemberList():
+            return event.room
+        case Other(channel="chat-room", contents=dict() as body):
+            room = body.get("room")
+            return room if isinstance(room, str) else None
+    return None
 
 
 @dataclass
@@ -82,39 +123,68 @@ class Demo:
     http2: str
     timeout: float
     token: str
+    waiting: dict[str, str]
 
     @property
     def room(self) -> str:
         return f"demo-{self.token}"
 
+    def name(self, client: Client) -> str:
+        return "A" if client is self.a else "B"
+
     def label(self, text: str) -> str:
         """Replace the user ids in ``text`` by A and B."""
         return text.replace(str(self.a.user), "A").replace(str(self.b.user), "B")
 
-    async def room_event(self, client: Client, type_: str, **want: Any) -> Envelope:
-        """The client's next envelope from the demo room must be ``type_`` with ``want``."""
-        what = self.label(f"{type_} {want}" if want else type_)
-        env = await client.expect(lambda e: in_room(e, self.room), self.timeout, what)
-        wrong = kind(env)[1] != type_ or any(field(env, k) != v for k, v in want.items())
-        check(not wrong, self.label(f"{client.name}: wanted {what}, got {format_envelope(env)}"))
-        return env
+    async def next_matching(
+        self, client: Client, predicate: Callable[[Event], bool], what: str
+    ) -> Event:
+        """Events until one matches; an ``Error`` fails the step at once."""
+        name = self.name(client)
+        self.waiting[name] = self.label(what)
+        with trio.fail_after(self.timeout):
+            while True:
+                event = await client.receive()
+                if predicate(event):
+                    break
+                if isinstance(event, Error):
+                    raise StepFailed(f"{name}: server error {event.code}: {event.detail}")
+        self.waiting.pop(name, None)
+        return event
+
+    async def expect(
+        self, client: Client, cls: type[E], predicate: Callable[[E], bool], what: str
+    ) -> E:
+        """The next event of ``cls`` that matches."""
+        event = await self.next_matching(
+            client, lambda e: isinstance(e, cls) and predicate(e), what
+        )
+        if not isinstance(event, cls):  # never: the predicate checked it
+            raise StepFailed(f"wanted {cls.__name__}, got {format_event(event)}")
+        return event
+
+    async def room_event(self, client: Client, cls: type[Event], **want: Any) -> Event:
+        """The client's next event from the demo room must be ``cls`` with ``want``."""
+        what = f"{cls.__name__} {want}" if want else cls.__name__
+        event = await self.next_matching(client, lambda e: room_of(e) == self.room, what)
+        wrong = not isinstance(event, cls) or any(getattr(event, k) != v for k, v in want.items())
+        check(
+            not wrong,
+            self.label(f"{self.name(client)}: wanted {what}, got {format_event(event)}"),
+        )
+        return event
 
     async def quiet(self, client: Client) -> None:
         """The client, a member of no room, receives nothing on chat-room for a while."""
         with trio.move_on_after(QUIET_WINDOW):
             while True:
-                env = await client.receive()
+                event = await client.receive()
                 check(
-                    kind(env)[0] != "chat-room",
-                    self.label(f"{client.name} is in no room but got {format_envelope(env)}"),
+                    room_of(event) is None,
+                    self.label(f"{self.name(client)} is in no room but got {format_event(event)}"),
                 )
 
-    async def send_to_room(self, client: Client, text: str) -> None:
-        await client.send("chat-room", "SendMessage", {"room": self.room, "message": text})
-
     async def hello(self) -> str:
-        for client in (self.a, self.b):
-            await client.hello(self.timeout)
         check(self.a.user != self.b.user, f"A and B got the same user id {self.a.user}")
         return f"A={self.a.user} on {self.a.server}, B={self.b.user} on {self.b.server}"
 
@@ -126,82 +196,76 @@ class Demo:
             seen: set[int] = set()
             while seen != {1, 2}:
                 missing = " and ".join(f"Ping {n}" for n in (1, 2) if n not in seen)
-                env = await client.expect(
-                    lambda e: kind(e) == ("ping", "Ping"), self.timeout, missing
-                )
-                value = contents(env)
-                check(value in (1, 2) and type(value) is int, f"Ping with contents {value!r}")
-                seen.add(value)
+                event = await self.expect(client, Ping, lambda e: True, missing)
+                check(event.number in (1, 2), f"Ping with contents {event.number!r}")
+                seen.add(event.number)
         return "A and B each got Ping 1 and Ping 2"
 
     async def chat(self) -> str:
         text = f"hello from A ({self.token})"
-        await self.a.send("chat", "SubmitMessage", text)
+        await self.a.chat(text)
         stamps = []
         for client in (self.a, self.b):
-            env = await client.expect(
-                lambda e: kind(e) == ("chat", "NewMessageReceived") and field(e, "content") == text,
-                self.timeout,
-                f"NewMessageReceived {text!r}",
+            event = await self.expect(
+                client, ChatMessage, lambda e: e.content == text, f"NewMessageReceived {text!r}"
             )
-            posted = field(env, "postedAt")
             check(
-                isinstance(posted, str) and posted.endswith("Z"),
-                f"{client.name}: postedAt {posted!r} does not end in Z",
+                event.posted_at.endswith("Z"),
+                f"{self.name(client)}: postedAt {event.posted_at!r} does not end in Z",
             )
-            stamps.append(f"{client.name} at {posted}")
+            stamps.append(f"{self.name(client)} at {event.posted_at}")
         return f"{text!r} reached " + ", ".join(stamps)
 
     async def a_joins(self) -> str:
-        await self.a.send("chat-room", "JoinRoom", {"room": self.room})
-        env = await self.room_event(self.a, "MemberList")
-        users = field(env, "users")
-        check(users == [self.a.user], self.label(f"A: MemberList users {users}, wanted [A]"))
-        await self.room_event(self.a, "JoinedRoom", user=self.a.user)
+        members = await self.a.join(self.room, timeout=self.timeout)
+        check(
+            members.users == {self.a.user},
+            self.label(f"A: MemberList users {sorted(members.users)}, wanted [A]"),
+        )
+        await self.room_event(self.a, MemberList)
+        await self.room_event(self.a, Joined, user=self.a.user)
         return f"A got MemberList [A] and JoinedRoom A in {self.room}"
 
     async def a_sends(self) -> str:
         text = f"A to the room ({self.token})"
-        await self.send_to_room(self.a, text)
-        await self.room_event(self.a, "NewMessage", user=self.a.user, message=text)
+        await self.a.send(self.room, text, timeout=self.timeout)
+        await self.room_event(self.a, RoomMessage, user=self.a.user, message=text)
         await self.quiet(self.b)
         return f"A got its NewMessage; B got nothing from chat-room in {QUIET_WINDOW:g} s"
 
     async def b_joins(self) -> str:
-        await self.b.send("chat-room", "JoinRoom", {"room": self.room})
-        env = await self.room_event(self.b, "MemberList")
-        users = field(env, "users")
+        members = await self.b.join(self.room, timeout=self.timeout)
         check(
-            isinstance(users, list)
-            and sorted(map(str, users)) == sorted([str(self.a.user), str(self.b.user)]),
-            self.label(f"B: MemberList users {users}, wanted A and B"),
+            members.users == {self.a.user, self.b.user},
+            self.label(f"B: MemberList users {sorted(members.users)}, wanted A and B"),
         )
-        await self.room_event(self.b, "JoinedRoom", user=self.b.user)
-        await self.room_event(self.a, "JoinedRoom", user=self.b.user)
-        return self.label(f"B got MemberList {users}; A and B got JoinedRoom B")
+        await self.room_event(self.b, MemberList)
+        await self.room_event(self.b, Joined, user=self.b.user)
+        await self.room_event(self.a, Joined, user=self.b.user)
+        return "B got MemberList [A, B]; A and B got JoinedRoom B"
 
     async def b_sends(self) -> str:
         text = f"B to the room ({self.token})"
-        await self.send_to_room(self.b, text)
+        await self.b.send(self.room, text, timeout=self.timeout)
         for client in (self.a, self.b):
-            await self.room_event(client, "NewMessage", user=self.b.user, message=text)
+            await self.room_event(client, RoomMessage, user=self.b.user, message=text)
         return "A and B got NewMessage from B"
 
     async def a_leaves(self) -> str:
-        await self.a.send("chat-room", "LeaveRoom", {"room": self.room})
-        await self.room_event(self.a, "LeftRoom", user=self.a.user)
-        await self.room_event(self.b, "LeftRoom", user=self.a.user)
+        await self.a.leave(self.room, timeout=self.timeout)
+        await self.room_event(self.a, Left, user=self.a.user)
+        await self.room_event(self.b, Left, user=self.a.user)
         return "A got its LeftRoom ack; B got LeftRoom A"
 
     async def b_sends_alone(self) -> str:
         text = f"B alone in the room ({self.token})"
-        await self.send_to_room(self.b, text)
-        await self.room_event(self.b, "NewMessage", user=self.b.user, message=text)
+        await self.b.send(self.room, text, timeout=self.timeout)
+        await self.room_event(self.b, RoomMessage, user=self.b.user, message=text)
         await self.quiet(self.a)
         return f"B got its NewMessage; A got nothing from chat-room in {QUIET_WINDOW:g} s"
 
 
-CONNECT = "A connects to server 1, B to server 2; both say Hello"
+CONNECT = "A connects to server 1, B to server 2; both get Welcome"
 STEPS: list[tuple[str, Callable[[Demo], Awaitable[str]]]] = [
     ("GET /ping1 on server 1, /ping2 on server 2: both clients get both pings", Demo.pings),
     ("A chats: A and B both receive it", Demo.chat),
@@ -216,14 +280,8 @@ STEPS: list[tuple[str, Callable[[Demo], Awaitable[str]]]] = [
 
 def _reason(exc: Exception) -> str:
     """Why a step failed; "" for the step's own deadline (the caller adds what was awaited)."""
-    if isinstance(exc, ServerError):
-        return f"server error {exc}"
-    if isinstance(exc, StepFailed | trio.TooSlowError):
+    if isinstance(exc, StepFailed | trio.TooSlowError | ClientError):
         return str(exc)
-    if isinstance(exc, ConnectionClosed):
-        return closed_text(exc)
-    if isinstance(exc, HandshakeError | OSError):
-        return f"cannot connect: {describe(exc)}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -232,18 +290,17 @@ async def _run_step(
     title: str,
     step: Callable[[], Awaitable[str]],
     seconds: float,
-    clients: Sequence[Client],
+    waiting: dict[str, str],
     out: Callable[[str], None],
 ) -> bool:
-    for client in clients:
-        client.waiting_for = None
+    waiting.clear()
     try:
         with trio.fail_after(seconds):
             detail = await step()
     except Exception as exc:  # any failure is this step's FAIL, the demo goes on
         reason = _reason(exc)
         if not reason:  # the step's own deadline: say what was still awaited
-            waits = [f"{c.name} waiting for {c.waiting_for}" for c in clients if c.waiting_for]
+            waits = [f"{name} waiting for {what}" for name, what in sorted(waiting.items())]
             reason = f"step took over {seconds:g} s" + (f" ({'; '.join(waits)})" if waits else "")
         out(f"FAIL {number}. {title}: {reason}")
         return False
@@ -257,41 +314,33 @@ async def run_demo(
     *,
     http1: str | None = None,
     http2: str | None = None,
+    token: str | None = None,
     step_seconds: float = 5.0,
     out: Callable[[str], None] = say,
 ) -> bool:
     """Run the nine steps against two running servers; True if all passed."""
-    token = secrets.token_hex(4)
-    out(f"demo: A -> {url1}, B -> {url2}, room demo-{token}")
-    deadline = trio.current_time() + step_seconds  # step 1 = both connections + Hello
-
-    def remaining() -> float:
-        return max(0.0, deadline - trio.current_time())
-
+    tag = secrets.token_hex(4)
+    out(f"demo: A -> {url1}, B -> {url2}, room demo-{tag}")
     results: list[bool] = []
     try:
-        # The sockets are opened here, outside any step's cancel scope: their nurseries
-        # must outlive the steps.
+        # One URL each: the demo checks what crosses servers, so neither may move.
         async with (
-            open_client(url1, name="A", connect_timeout=step_seconds) as a,
-            open_client(url2, name="B", connect_timeout=remaining()) as b,
+            open_client(url1, token=token, connect_timeout=step_seconds) as a,
+            open_client(url2, token=token, connect_timeout=step_seconds) as b,
         ):
+            waiting: dict[str, str] = {}
             demo = Demo(
-                a, b, http1 or http_base(url1), http2 or http_base(url2), step_seconds, token
+                a, b, http1 or http_base(url1), http2 or http_base(url2), step_seconds, tag, waiting
             )
-            results.append(await _run_step(1, CONNECT, demo.hello, remaining(), [a, b], out))
+            results.append(await _run_step(1, CONNECT, demo.hello, step_seconds, waiting, out))
             for number, (title, method) in enumerate(STEPS, start=2):
-                if not results[0]:
-                    out(f"FAIL {number}. {title}: not run")
-                    results.append(False)
-                    continue
                 step = functools.partial(method, demo)
-                results.append(await _run_step(number, title, step, step_seconds, [a, b], out))
-    except (HandshakeError, OSError) as exc:
+                results.append(await _run_step(number, title, step, step_seconds, waiting, out))
+    except ClientError as exc:
         if results:
-            out(f"demo: closing the connections failed: {describe(exc)}")
+            out(f"demo: the connection failed: {exc}")
         else:
-            out(f"FAIL 1. {CONNECT}: cannot connect: {describe(exc)}")
+            out(f"FAIL 1. {CONNECT}: cannot connect: {exc}")
             results.append(False)
             for number, (title, _) in enumerate(STEPS, start=2):
                 out(f"FAIL {number}. {title}: not run")
@@ -307,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("url2", help="websocket URL of server 2 (client B)")
     parser.add_argument("--http1", help="HTTP base URL of server 1 (default: from url1)")
     parser.add_argument("--http2", help="HTTP base URL of server 2 (default: from url2)")
+    parser.add_argument("--token", help="a JWT for both clients, when the servers authenticate")
     parser.add_argument(
         "--step-timeout", type=float, default=5.0, help="seconds allowed per step (default 5)"
     )
@@ -317,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.url2,
         http1=args.http1,
         http2=args.http2,
+        token=args.token,
         step_seconds=args.step_timeout,
     )
     try:

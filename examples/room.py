@@ -1,133 +1,152 @@
 #!/usr/bin/env python3
-"""Join a chat room, say something, watch it, leave.
+"""Join a chat room, say something, watch it, leave; on ``wsproto_trio.client``.
 
 Usage:
-    python examples/room.py ws://127.0.0.1:9000/websockets ROOM [--send TEXT ...]
-                            [--duration SECONDS | --follow]
+    python examples/room.py URL [URL ...] ROOM [--send TEXT ...] [--token JWT]
+                            [--history K] [--duration SECONDS | --follow]
 
-Says ``Hello`` to learn its own user id, joins ROOM and prints the member list, sends
-each ``--send`` text as a ``SendMessage`` (all in one frame when the server accepts the
-ndjson subprotocol), prints the room's events for ``--duration`` seconds (default 3) or,
-with ``--follow``, until Ctrl-C, then leaves and prints the ``LeftRoom`` acknowledgement.
-Exit status 0, or 1 on a server error, a missed deadline or a lost connection.
+Joins ROOM and prints the member list (with the subjects' names when the server
+authenticates), sends each ``--send`` text, prints the room's events for
+``--duration`` seconds (default 3) or, with ``--follow``, until Ctrl-C, then
+leaves and prints the ``LeftRoom`` acknowledgement. If the connection drops
+meanwhile the client reconnects (to the next URL if its server is gone),
+rejoins with the room's position and prints whether what was said meanwhile was
+recovered. Exit status 0, or 1 on a server error, a missed deadline or no
+connection.
 
-From a test: ``await run_room(url, "lobby", ["hi"], duration=0.5, out=lines.append)``
+From a test: ``await run_room([url], "lobby", ["hi"], duration=0.5, out=lines.append)``
 (``follow=True`` installs a SIGINT handler, so only from the main thread).
 """
 
 import argparse
 import functools
-import sys
+import signal
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _client import (
+from wsproto_trio.client import (
     Client,
-    Envelope,
-    ServerError,
-    cancel_on_sigint,
-    closed_text,
-    describe,
-    envelope,
-    field,
-    format_envelope,
-    in_room,
-    kind,
+    ClientError,
+    Connected,
+    Disconnected,
+    Error,
+    Event,
+    Joined,
+    Left,
+    Lost,
+    MemberList,
+    Other,
+    Reconnected,
+    RoomMessage,
     open_client,
-    say,
 )
+from wsproto_trio.client.text import format_event
 
 
-def _shown(env: Envelope, room: str) -> bool:
-    return in_room(env, room) or kind(env)[0] == "error"
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _shown(event: Event, room: str) -> bool:
+    """Room events, errors, and what the connection went through."""
+    match event:
+        case RoomMessage() | Joined() | Left() | MemberList():
+            return event.room == room
+        case Lost():
+            return event.room == room
+        case Error() | Disconnected() | Reconnected():
+            return True
+        case Connected():
+            return event.reconnect
+        case Other():
+            return event.channel == "chat-room"
+    return False
 
 
 async def _print_events(client: Client, room: str, out: Callable[[str], None]) -> None:
-    while True:
-        env = await client.receive()
-        if _shown(env, room):
-            out(format_envelope(env))
+    async for event in client:
+        if _shown(event, room):
+            out(format_event(event))
 
 
 async def _watch(
     client: Client, room: str, seconds: float, follow: bool, out: Callable[[str], None]
 ) -> None:
-    """Print the room's events (and errors) for ``seconds``, or until SIGINT if ``follow``."""
-    if not follow:
-        with trio.move_on_after(seconds):
-            await _print_events(client, room, out)
-        return
+    """Print the room's events for ``seconds``, or until SIGINT if ``follow``."""
     with trio.CancelScope() as scope:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(cancel_on_sigint, scope)
+        if not follow:
+            scope.deadline = trio.current_time() + seconds
+            await _print_events(client, room, out)
+            return
+        failure: ClientError | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def on_sigint() -> None:
+                with trio.open_signal_receiver(signal.SIGINT) as signals:
+                    async for _ in signals:
+                        scope.cancel()
+
+            nursery.start_soon(on_sigint)
+            try:
                 await _print_events(client, room, out)
-        except BaseExceptionGroup as group:  # strict nurseries wrap even the body's error
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            except ClientError as exc:  # raised after the nursery, not wrapped in a group
+                failure = exc
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
 
 async def run_room(
-    url: str,
+    urls: Sequence[str],
     room: str,
     messages: Sequence[str] = (),
     *,
+    token: str | None = None,
+    history: int | None = None,
     duration: float = 3.0,
     follow: bool = False,
     timeout: float = 5.0,  # noqa: ASYNC109 - a deadline per server answer, not for the call
     out: Callable[[str], None] = say,
 ) -> int:
     """Join ``room``, send ``messages``, watch, leave; returns the exit status."""
-    async with open_client(url, name="room") as client:
-        try:
-            me, server = await client.hello(timeout)
-            out(f"connected as {me} to server {server}")
-
-            await client.send("chat-room", "JoinRoom", {"room": room})
-            members = await client.expect(
-                lambda e: in_room(e, room) and kind(e)[1] == "MemberList", timeout, "MemberList"
-            )
-            out(format_envelope(members))
-
-            await client.send_many(
-                envelope("chat-room", "SendMessage", {"room": room, "message": text})
-                for text in messages
-            )
+    try:
+        async with open_client(urls, token=token, timeout=timeout) as client:
+            out(f"connected as {client.user} to server {client.server}")
+            await client.join(room, history=history)  # its MemberList is printed below
+            for text in messages:
+                await client.send(room, text)
             await _watch(client, room, duration, follow, out)
+            await client.leave(room)
+            # Print what arrived up to (and including) our own LeftRoom.
+            while (event := client_next(client)) is not None:
+                if _shown(event, room):
+                    out(format_event(event))
+            out(f"left {room} (acknowledged)")
+            return 0
+    except ClientError as exc:
+        out(f"room: {exc}")
+    except trio.TooSlowError as exc:
+        out(f"timed out: {exc}")
+    return 1
 
-            await client.send("chat-room", "LeaveRoom", {"room": room})
-            with trio.fail_after(timeout):  # print what still arrives until our own LeftRoom
-                while True:
-                    env = await client.receive()
-                    if _shown(env, room):
-                        out(format_envelope(env))
-                    if kind(env) == ("error", "Error"):
-                        return 1
-                    if (
-                        in_room(env, room)
-                        and kind(env)[1] == "LeftRoom"
-                        and field(env, "user") == me
-                    ):
-                        out(f"left {room} (acknowledged)")
-                        return 0
-        except ServerError as exc:
-            out(f"[error {exc.code}] {exc.detail}")
-        except trio.TooSlowError as exc:
-            out(f"timed out: {exc or 'no LeftRoom acknowledgement'}")
-        except ConnectionClosed as exc:
-            out(closed_text(exc))
-        return 1
+
+def client_next(client: Client) -> Event | None:
+    """An event already received, without waiting (None when there is none)."""
+    try:
+        return client.receive_nowait()
+    except trio.WouldBlock:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Join a chat room, send, watch, leave.")
-    parser.add_argument("url", help="websocket URL, e.g. ws://127.0.0.1:9000/websockets")
+    parser.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="websocket URL(s), e.g. ws://127.0.0.1:9000/websockets",
+    )
     parser.add_argument("room", help="room name (1 to 100 characters)")
     parser.add_argument(
         "--send",
@@ -137,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="TEXT",
         help="message(s) to send to the room; may be repeated",
     )
+    parser.add_argument("--token", help="a JWT, when the server requires authentication")
+    parser.add_argument("--history", type=int, help="also show the room's latest K messages")
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--duration",
@@ -151,9 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = functools.partial(
         run_room,
-        args.url,
+        args.urls,
         args.room,
         args.send,
+        token=args.token,
+        history=args.history,
         duration=args.duration,
         follow=args.follow,
         timeout=args.timeout,
@@ -162,9 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(run)
     except KeyboardInterrupt:
         return 130
-    except (HandshakeError, OSError) as exc:
-        print(f"room: cannot connect to {args.url}: {describe(exc)}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

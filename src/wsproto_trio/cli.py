@@ -21,6 +21,7 @@ from hypercorn.trio import serve
 
 from .app import WsprotoApp, create_app
 from .auth import token as token_command
+from .chaos.command import add_parser as add_chaos_command
 from .config import Settings, from_env
 from .errors import ConfigError
 from .logs import configure_logging
@@ -112,9 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--host", help="overrides HOST (default 0.0.0.0)")
     serve_cmd.add_argument("--redis-url", help="overrides REDIS_URL")
     token_command.add_parser(commands)
+    add_chaos_command(commands)
     args = parser.parse_args(argv)
     if args.command == "token":
         raise SystemExit(token_command.run(args))
+    if args.command == "chaos":
+        raise SystemExit(args.run(args))
     env = dict(os.environ)
     for name, value in (("PORT", args.port), ("HOST", args.host), ("REDIS_URL", args.redis_url)):
         if value is not None:

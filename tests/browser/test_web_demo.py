@@ -1,5 +1,9 @@
 """End-to-end: the web demo page in two headless Chromium pages on two servers.
 
+A second case puts a TCP proxy (``wsproto_trio.chaos.proxy``) between page A and
+its server and cuts it while page B talks: page A must reconnect, recover what
+was said meanwhile (replayed, once each) and say so on the page.
+
 Two in-process servers share one real redis-server. Page A loads ``/`` from
 server 0 and page B from server 1, so everything either page sees from the
 other has crossed Redis. The servers run in this trio run; the browser is
@@ -14,11 +18,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trio.from_thread
+
+from wsproto_trio.chaos.proxy import Proxy
 
 from ..support import RedisProcess, open_cluster, wait_until, wait_until_async
 
@@ -161,10 +169,14 @@ def drive_browsers(
 
 
 @pytest.fixture
-def screenshot() -> Path:
-    """Where page A's screenshot goes; checks the browser first."""
+def chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/test-browser installs Debian's chromium")
+
+
+@pytest.fixture
+def screenshot(chromium: None) -> Path:
+    """Where page A's screenshot goes; checks the browser first."""
     SCREENSHOT.unlink(missing_ok=True)
     return SCREENSHOT
 
@@ -191,3 +203,99 @@ async def test_two_pages_on_two_servers(
     assert problems == [], problems
     with capsys.disabled():
         print(f"\nweb demo screenshot: {screenshot} ({time.monotonic() - began:.1f}s)")
+
+
+RECOVERY_ROOM = "recover"
+
+
+def drive_recovery(
+    url_a: str, url_b: str, cut: Callable[[], None], restore: Callable[[], None]
+) -> list[str]:
+    """Page A's connection is cut (a proxy in front of its server) while page B
+    talks; once it is back, page A shows what it missed and says it recovered it."""
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    problems: list[str] = []
+
+    def open_page(name: str, url: str) -> Page:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda exc: problems.append(f"{name} page error: {exc}"))
+        page.goto(url + "/", timeout=WAIT_MS)
+        expect(page.locator("#me")).to_have_attribute("data-user", UUID, timeout=WAIT_MS)
+        page.fill("#room-input", RECOVERY_ROOM)
+        page.click("#join-btn")
+        panel = page.locator(f'article.room[data-room="{RECOVERY_ROOM}"]')
+        expect(panel).to_have_attribute("data-joined", "true", timeout=WAIT_MS)
+        return page
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=WAIT_MS
+        )
+        try:
+            page_a = open_page("A", url_a)
+            page_b = open_page("B", url_b)
+            room_a = page_a.locator(f'article.room[data-room="{RECOVERY_ROOM}"]')
+            room_b = page_b.locator(f'article.room[data-room="{RECOVERY_ROOM}"]')
+            room_b.locator("input.room-input").fill("before the cut")
+            room_b.locator("button.send-btn").click()
+            expect(
+                room_a.locator("ul.messages li").filter(has_text="before the cut")
+            ).to_have_count(1, timeout=WAIT_MS)
+
+            trio.from_thread.run_sync(cut)
+            expect(page_a.locator("#status")).to_have_attribute(
+                "data-state", "reconnecting", timeout=WAIT_MS
+            )
+            said = [f"missed {n}" for n in range(3)]
+            for text in said:
+                room_b.locator("input.room-input").fill(text)
+                room_b.locator("button.send-btn").click()
+                expect(room_b.locator("ul.messages li").filter(has_text=text)).to_have_count(
+                    1, timeout=WAIT_MS
+                )
+            for text in ("chat missed 0", "chat missed 1"):
+                page_b.fill("#chat-input", text)
+                page_b.press("#chat-input", "Enter")
+                expect(page_b.locator("#chat-log li").filter(has_text=text)).to_have_count(
+                    1, timeout=WAIT_MS
+                )
+            trio.from_thread.run_sync(restore)
+
+            recovery = page_a.locator("#recovery")
+            expect(recovery).to_have_attribute("data-recovered", "5", timeout=WAIT_MS)
+            expect(recovery).to_have_text("reconnected, 5 messages recovered", timeout=WAIT_MS)
+            expect(page_a.locator("#status")).to_have_attribute("data-state", "open")
+            replayed = room_a.locator('ul.messages li[data-replayed="true"]')
+            expect(replayed).to_have_count(3, timeout=WAIT_MS)
+            for index, text in enumerate(said):
+                expect(replayed.nth(index)).to_contain_text(text)
+            expect(page_a.locator('#chat-log li[data-replayed="true"]')).to_have_count(2)
+            # Nothing twice: one line per message, live traffic flows again.
+            expect(
+                room_a.locator("ul.messages li").filter(has_text="before the cut")
+            ).to_have_count(1)
+            room_b.locator("input.room-input").fill("after the cut")
+            room_b.locator("button.send-btn").click()
+            expect(room_a.locator("ul.messages li").filter(has_text="after the cut")).to_have_count(
+                1, timeout=WAIT_MS
+            )
+            page_a.close()
+            page_b.close()
+        finally:
+            browser.close()
+    return problems
+
+
+async def test_a_cut_page_reconnects_and_recovers(
+    redis_server: RedisProcess, chromium: None
+) -> None:
+    async with open_cluster(redis_server.url, 2) as (a, b), trio.open_nursery() as nursery:
+        proxy = Proxy(int(a.http.rsplit(":", 1)[1]))
+        port = await nursery.start(proxy.serve)
+        problems = await trio.to_thread.run_sync(
+            partial(drive_recovery, f"http://127.0.0.1:{port}", b.http, proxy.cut, proxy.restore)
+        )
+        nursery.cancel_scope.cancel()
+    assert problems == [], problems

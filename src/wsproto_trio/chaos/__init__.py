@@ -1,0 +1,1 @@
+"""``wsproto-trio chaos``: a cluster, clients and faults, and what was delivered."""
