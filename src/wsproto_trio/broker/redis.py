@@ -126,16 +126,20 @@ class RedisBroker:
     def logical(self, wire: str) -> str:
         return wire
 
+    def room_tag(self, room: str) -> str:
+        """What goes between the braces of a room's keys (its hash tag)."""
+        return room
+
     def stream_keys(self, channel: str) -> tuple[str, str]:
         """The meta and log keys of a channel's stream (one hash slot)."""
         if channel.startswith(messages.ROOM_PREFIX):
-            base = f"{self.prefix}room:{{{channel[len(messages.ROOM_PREFIX) :]}}}"
+            base = f"{self.prefix}room:{{{self.room_tag(channel[len(messages.ROOM_PREFIX) :])}}}"
         else:
             base = f"{self.prefix}{{{channel}}}"
         return f"{base}:meta", f"{base}:log"
 
     def members_key(self, room: str) -> str:
-        return f"{self.prefix}room:{{{room}}}:members"
+        return f"{self.prefix}room:{{{self.room_tag(room)}}}:members"
 
     def _key(self, name: str) -> str:
         return self.prefix + name

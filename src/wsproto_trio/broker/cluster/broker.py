@@ -165,15 +165,8 @@ class ClusterBroker(RedisBroker):
     def logical(self, wire: str) -> str:
         raise NotImplementedError("the cluster bridge maps channels itself")
 
-    def stream_keys(self, channel: str) -> tuple[str, str]:
-        if channel.startswith(messages.ROOM_PREFIX):
-            base = f"{self.prefix}room:{{{room_tag(channel[len(messages.ROOM_PREFIX) :])}}}"
-        else:
-            base = f"{self.prefix}{{{channel}}}"
-        return f"{base}:meta", f"{base}:log"
-
-    def members_key(self, room: str) -> str:
-        return f"{self.prefix}room:{{{room_tag(room)}}}:members"
+    def room_tag(self, room: str) -> str:
+        return room_tag(room)  # never an empty hash tag (a room starting with '}')
 
     # -- status -------------------------------------------------------------------
 
