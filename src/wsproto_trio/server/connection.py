@@ -68,7 +68,7 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOKEN_EXPIRED = 4001
-_MAX_BATCH_CHARS = 64 * 1024  # bounds the transient join per frame per connection
+_MAX_BATCH_CHARS = 16 * 1024  # bounds the transient join per frame per connection
 _PUBLISH_WINDOW = 64  # one connection's publications in flight before its reader waits
 
 
@@ -290,7 +290,7 @@ class Connection:
                     await send({"type": "websocket.send", "text": text})
 
     async def _send_batched(self, send: Send, batch: list[str]) -> None:
-        """Everything taken from the queue as few ndjson frames (each up to ~64 KiB)."""
+        """Everything taken from the queue as few ndjson frames (each up to ~16 KiB: every connection joins its own frame, so this bounds what a burst to many readers costs at once)."""
         count = len(batch)
         start = 0
         while start < count:
