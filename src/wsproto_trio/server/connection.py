@@ -290,7 +290,10 @@ class Connection:
                     await send({"type": "websocket.send", "text": text})
 
     async def _send_batched(self, send: Send, batch: list[str]) -> None:
-        """Everything taken from the queue as few ndjson frames (each up to ~16 KiB: every connection joins its own frame, so this bounds what a burst to many readers costs at once)."""
+        """Everything taken from the queue as few ndjson frames, each up to ~16 KiB.
+
+        Every connection joins its own frame, so the bound is what a burst to
+        many readers that fell behind costs the server at once."""
         count = len(batch)
         start = 0
         while start < count:
