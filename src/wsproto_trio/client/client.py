@@ -39,7 +39,7 @@ from .errors import (
 )
 from .events import Connected, Event, MemberList, Position
 from .state import ClientState, Stats
-from .transport import open_connection
+from .transport import open_connection, raise_body_error
 from .wire import (
     NDJSON,
     BadFrame,
@@ -621,15 +621,7 @@ async def open_client(
                         await client.aclose()
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # Strict nurseries wrap the body's own exception: give it back unwrapped.
-        if body_error is not None:
-            rest = group.subgroup(
-                lambda e: (
-                    not isinstance(e, BaseExceptionGroup | trio.Cancelled) and e is not body_error
-                )
-            )
-            if rest is None:
-                raise body_error from None
+        raise_body_error(group, body_error)
         raise
     if failure is not None:
         raise failure

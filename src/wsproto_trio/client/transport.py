@@ -50,6 +50,18 @@ class _ReaderWatch:
         self._nursery.start_soon(reader, name=name)
 
 
+def raise_body_error(group: BaseExceptionGroup, body_error: BaseException | None) -> None:
+    """Strict nurseries wrap the ``async with`` body's own exception: raise it
+    unwrapped when nothing but it (and cancellations) is in ``group``."""
+    if body_error is None:
+        return
+    rest = group.subgroup(
+        lambda e: not isinstance(e, BaseExceptionGroup | trio.Cancelled) and e is not body_error
+    )
+    if rest is None:
+        raise body_error from None
+
+
 @asynccontextmanager
 async def open_connection(
     url: str,
@@ -111,14 +123,7 @@ async def open_connection(
                         await ws.aclose()
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if body_error is not None:
-            rest = group.subgroup(
-                lambda e: (
-                    not isinstance(e, BaseExceptionGroup | trio.Cancelled) and e is not body_error
-                )
-            )
-            if rest is None:
-                raise body_error from None
+        raise_body_error(group, body_error)
         raise
     if failure is not None:
         raise failure
