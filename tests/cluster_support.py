@@ -12,16 +12,22 @@ synchronise.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from redis.crc import key_slot
 
+from .conftest import REDIS_MISSING
 from .support import free_port
 
 DEADLINE = 30.0
@@ -374,3 +380,18 @@ def _pairs(raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):
         return {str(k): v for k, v in raw.items()}
     return {str(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
+
+
+@contextmanager
+def running_cluster() -> Iterator[LocalCluster]:
+    """A started 3+3 cluster in a temporary directory, stopped (by process group) on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(REDIS_MISSING)
+    with tempfile.TemporaryDirectory(prefix="wsproto-cluster-") as tmp:
+        cluster = LocalCluster(binary, Path(tmp))
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()

@@ -9,10 +9,7 @@ of its own so that no test sees another's presence.
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -22,8 +19,7 @@ from wsproto_trio.broker.cluster.topology import slot_of
 from wsproto_trio.core import messages
 from wsproto_trio.core.positions import Position
 
-from ..cluster_support import LocalCluster
-from ..conftest import REDIS_MISSING
+from ..cluster_support import LocalCluster, running_cluster
 from ..integration.test_broker_contract import (
     MARK,
     PRESENCE_TTL,
@@ -66,16 +62,8 @@ _prefixes = itertools.count()
 
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator[LocalCluster]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(REDIS_MISSING)
-    with tempfile.TemporaryDirectory(prefix="wsproto-cluster-") as tmp:
-        cluster = LocalCluster(binary, Path(tmp))
-        try:
-            cluster.start()
-            yield cluster
-        finally:
-            cluster.stop()
+    with running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
